@@ -1,0 +1,219 @@
+"""upfirdn2d: upsample (zero insertion), pad/crop, FIR filter, downsample, on NHWC images.
+
+The semantics follow the definition used throughout StyleGAN2/3:
+
+1. upsample by inserting ``up - 1`` zeros after every input sample (so the length becomes ``n * up``),
+2. pad with zeros (positive padding) or crop (negative padding), ``padding = [x0, x1, y0, y1]``,
+3. convolve with the filter ``f`` (true convolution; ``flip_filter=True`` turns it into correlation),
+   scaled by ``gain`` (spread evenly over both axes for separable filters),
+4. keep every ``down``-th sample, starting at the first.
+
+A 1-D filter is applied separably along W then H; a 2-D filter as one depthwise 2-D convolution.
+
+Two implementations compute the same thing:
+- ``impl="ref"``: the definition, step by step, with ``lax.pad`` and depthwise ``lax.conv``;
+- ``impl="fast"`` (default): for separable filters, a polyphase sum of shifted slices that never
+  multiplies inserted zeros and never computes samples the downsampling drops. 2-D filters and
+  combined up+down resampling fall back to the reference path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+IntPair = int | Sequence[int]
+
+
+def parse_scaling(s: IntPair) -> tuple[int, int]:
+    """``int`` or ``[sx, sy]`` -> ``(sx, sy)``, each >= 1."""
+    sx, sy = (s, s) if isinstance(s, int | np.integer) else tuple(int(v) for v in s)
+    if sx < 1 or sy < 1:
+        raise ValueError(f"up/down factors must be >= 1, got {s}")
+    return int(sx), int(sy)
+
+
+def parse_padding(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """``int``, ``[px, py]`` or ``[x0, x1, y0, y1]`` -> ``(x0, x1, y0, y1)``."""
+    if isinstance(padding, int | np.integer):
+        return (int(padding),) * 4
+    padding = [int(p) for p in padding]
+    if len(padding) == 2:
+        px, py = padding
+        return px, px, py, py
+    if len(padding) == 4:
+        return tuple(padding)  # type: ignore[return-value]
+    raise ValueError(f"padding must be an int, [px, py] or [x0, x1, y0, y1]; got {padding}")
+
+
+def filter_size(f: np.ndarray | jnp.ndarray | None) -> tuple[int, int]:
+    """(width, height) of a 1-D, 2-D or absent filter."""
+    if f is None:
+        return 1, 1
+    if f.ndim == 1:
+        return f.shape[0], f.shape[0]
+    if f.ndim == 2:
+        return f.shape[1], f.shape[0]
+    raise ValueError(f"filter must be 1-D or 2-D, got shape {f.shape}")
+
+
+def output_size(in_size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:
+    """Length of one axis after upfirdn2d."""
+    return (in_size * up + pad0 + pad1 - taps) // down + 1
+
+
+def _prepare_filter(f, flip_filter: bool, gain: float, dtype) -> jnp.ndarray:
+    """Scale by gain (per axis for separable) and turn convolution into correlation by flipping."""
+    f = jnp.asarray(f, dtype=jnp.float32)
+    f = f * (gain ** (f.ndim / 2))
+    if not flip_filter:
+        f = jnp.flip(f, axis=tuple(range(f.ndim)))
+    return f.astype(dtype)
+
+
+def _depthwise(x: jnp.ndarray, kernel_hw: jnp.ndarray, stride: tuple[int, int]) -> jnp.ndarray:
+    """Correlate every channel of an NHWC image with the same [kh, kw] kernel, 'valid' padding."""
+    c = x.shape[-1]
+    k = jnp.broadcast_to(kernel_hw[:, :, None, None], kernel_hw.shape + (1, c))
+    return lax.conv_general_dilated(
+        x, k, window_strides=stride, padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain):
+    # 1+2. Zero insertion and padding/cropping in one lax.pad (interior padding inserts the zeros;
+    # the trailing up-1 zeros of the last sample go on the high side; negative values crop).
+    zero = jnp.zeros((), x.dtype)
+    x = lax.pad(x, zero, [(0, 0, 0), (y0, y1 + upy - 1, upy - 1), (x0, x1 + upx - 1, upx - 1), (0, 0, 0)])
+    # 3+4. Filter (valid correlation with the flipped filter) and keep every down-th sample.
+    if f is None:
+        f = jnp.ones([1, 1], jnp.float32)
+    f = _prepare_filter(f, flip_filter, gain, x.dtype)
+    if f.ndim == 2:
+        return _depthwise(x, f, (downy, downx))
+    x = _depthwise(x, f[None, :], (1, downx))
+    return _depthwise(x, f[:, None], (downy, 1))
+
+
+def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
+    """One axis of upfirdn with a correlation kernel ``g`` (NumPy, already flipped and scaled).
+
+    Handles ``up > 1, down == 1`` (polyphase upsampling) and ``up == 1`` (strided filtering).
+    """
+    n = x.shape[axis]
+    k = len(g)
+    out_len = output_size(n, up, down, p0, p1, k)
+    if out_len <= 0:
+        raise ValueError(f"upfirdn2d: output would be empty along axis {axis} (input {n}, taps {k})")
+
+    def take(arr, start, count, step=1):
+        idx = [slice(None)] * arr.ndim
+        idx[axis] = slice(start, start + (count - 1) * step + 1, step)
+        return arr[tuple(idx)]
+
+    if up == 1:
+        # Crop negative padding, zero-pad positive padding, then sum strided shifted slices.
+        lo, hi = max(p0, 0), max(p1, 0)
+        if p0 < 0 or p1 < 0:
+            x = take(x, max(-p0, 0), n - max(-p0, 0) - max(-p1, 0))
+        if lo or hi:
+            pads = [(0, 0)] * x.ndim
+            pads[axis] = (lo, hi)
+            x = jnp.pad(x, pads)
+        acc = None
+        for t in range(k):
+            if g[t] == 0:
+                continue
+            term = take(x, t, out_len, down) * g[t]
+            acc = term if acc is None else acc + term
+        return acc if acc is not None else jnp.zeros_like(take(x, 0, out_len, down))
+
+    if down != 1:
+        raise NotImplementedError("fast path handles up or down along one axis, not both")
+    # Output sample m = up*q + r reads input sample (m + t - p0) / up for taps t with
+    # (r + t - p0) % up == 0. Pad the input so that every index read is in range, then
+    # build each phase as a sum of shifted slices and interleave the phases.
+    num_q = -(-out_len // up)
+    phases = []
+    # Index offsets (in input samples) that each phase reads, to size the padding.
+    reads = []
+    for r in range(up):
+        taps = [t for t in range(k) if (r + t - p0) % up == 0]
+        reads.append([(t, (r + t - p0) // up) for t in taps])
+    all_offsets = [o for rd in reads for _, o in rd] or [0]
+    pad_lo = max(0, -min(all_offsets))
+    pad_hi = max(0, max(all_offsets) + num_q - n)
+    pads = [(0, 0)] * x.ndim
+    pads[axis] = (pad_lo, pad_hi)
+    xp = jnp.pad(x, pads)
+    for r in range(up):
+        acc = None
+        for t, o in reads[r]:
+            if g[t] == 0:
+                continue
+            term = take(xp, o + pad_lo, num_q) * g[t]
+            acc = term if acc is None else acc + term
+        if acc is None:
+            acc = jnp.zeros_like(take(xp, pad_lo, num_q))
+        phases.append(acc)
+    y = jnp.stack(phases, axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] = num_q * up
+    y = y.reshape(shape)
+    return take(y, 0, out_len)
+
+
+def upfirdn2d(
+    x: jnp.ndarray,
+    f: np.ndarray | jnp.ndarray | None,
+    up: IntPair = 1,
+    down: IntPair = 1,
+    padding: int | Sequence[int] = 0,
+    flip_filter: bool = False,
+    gain: float = 1.0,
+    impl: str = "fast",
+) -> jnp.ndarray:
+    """Upsample, pad, filter and downsample a batch of NHWC images.
+
+    Args:
+      x: ``[N, H, W, C]`` images.
+      f: 1-D filter ``[K]`` (separable, applied along W then H), 2-D filter ``[Kh, Kw]``, or ``None``
+        (identity).
+      up: integer upsampling factor, ``int`` or ``[ux, uy]``.
+      down: integer downsampling factor, ``int`` or ``[dx, dy]``.
+      padding: ``int``, ``[px, py]`` or ``[x0, x1, y0, y1]``; negative values crop.
+      flip_filter: ``False`` = convolution, ``True`` = correlation.
+      gain: overall signal gain (``up**2`` keeps the magnitude after 2-D zero insertion).
+      impl: ``"fast"`` or ``"ref"``.
+
+    Returns:
+      ``[N, H', W', C]`` with ``W' = (W * ux + x0 + x1 - Kw) // dx + 1`` and likewise for H'.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects NHWC input of rank 4, got shape {x.shape}")
+    upx, upy = parse_scaling(up)
+    downx, downy = parse_scaling(down)
+    x0, x1, y0, y1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    for name, size, u, d, p0, p1, k in (("W", x.shape[2], upx, downx, x0, x1, fw), ("H", x.shape[1], upy, downy, y0, y1, fh)):
+        if output_size(size, u, d, p0, p1, k) < 1:
+            raise ValueError(f"upfirdn2d: empty output along {name} (size {size}, up {u}, down {d}, pad {p0},{p1}, taps {k})")
+    if impl not in ("fast", "ref"):
+        raise ValueError(f"upfirdn2d: impl must be 'fast' or 'ref', got {impl!r}")
+
+    separable = f is not None and np.ndim(f) == 1
+    simple = (upx == 1 or downx == 1) and (upy == 1 or downy == 1)
+    if impl == "ref" or not separable or not simple or not isinstance(f, np.ndarray):
+        return _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain)
+
+    g = np.asarray(f, np.float64) * np.sqrt(gain)
+    if not flip_filter:
+        g = g[::-1]
+    g = g.astype(np.float32)
+    x = _fir_axis_fast(x, g, axis=2, up=upx, down=downx, p0=x0, p1=x1)
+    return _fir_axis_fast(x, g, axis=1, up=upy, down=downy, p0=y0, p1=y1)
