@@ -50,10 +50,11 @@ def test_filtered_lrelu_matches_official(ops, impl, i):
                        slope=case["slope"], clamp=case["clamp"], flip_filter=case["flip_filter"], impl=impl)
     ref = ops[f"{key}/y"]
     assert nhwc_to_nchw(y).shape == ref.shape
-    # Cases without clamp reach |y| ~ 1e4, where float32 spacing alone is ~1e-3: compare the error
-    # to the output's scale (a real difference, e.g. a one-sample shift, gives errors ~1e-1 of it).
-    err = np.abs(nhwc_to_nchw(y) - ref).max() / np.abs(ref).max()
-    assert err < 1e-6, f"max abs error {err:.2e} of max |y|"
+    # The fixtures' tolerance is 1e-4 absolute. Cases without clamp reach |y| ~ 1e4, where float32
+    # spacing alone is ~1e-3, so there the bound is 1e-6 of the output's scale (a real difference,
+    # e.g. a one-sample shift, gives errors of order 1e-1 of it).
+    err = np.abs(nhwc_to_nchw(y) - ref).max()
+    assert err <= max(1e-4, 1e-6 * np.abs(ref).max()), f"max abs error {err:.2e}, max |y| {np.abs(ref).max():.1f}"
 
 
 @pytest.mark.parametrize("i", range(5))
