@@ -1,0 +1,1 @@
+"""Flax linen networks: mapping, StyleGAN3 synthesis, discriminator."""
