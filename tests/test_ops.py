@@ -1,9 +1,8 @@
 """Parity of the low-level ops with the official reference outputs (tests/fixtures/ops.npz)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jax.numpy as jnp
 
 from stylegan_jax.ops import design_lowpass_filter, filtered_lrelu, upfirdn2d
 

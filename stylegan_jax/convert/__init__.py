@@ -2,3 +2,21 @@
 
 Everything that knows about official names and layouts lives in this package.
 """
+
+from stylegan_jax.convert.discriminator import convert_discriminator
+from stylegan_jax.convert.generator import ConversionError, convert_generator, strip_prefix
+from stylegan_jax.convert.official_pickle import (
+    OfficialPickleError,
+    UnsafePickleError,
+    load_official_pickle,
+)
+
+__all__ = [
+    "ConversionError",
+    "OfficialPickleError",
+    "UnsafePickleError",
+    "convert_discriminator",
+    "convert_generator",
+    "load_official_pickle",
+    "strip_prefix",
+]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import flax.linen as nn
-
 import jax.numpy as jnp
 from jax import lax
 

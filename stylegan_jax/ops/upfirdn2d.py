@@ -129,7 +129,7 @@ def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int,
         for t in range(k):
             if g[t] == 0:
                 continue
-            term = take(x, t, out_len, down) * g[t]
+            term = take(x, t, out_len, down) * float(g[t])  # Python float keeps x's dtype
             acc = term if acc is None else acc + term
         return acc if acc is not None else jnp.zeros_like(take(x, 0, out_len, down))
 
@@ -156,7 +156,7 @@ def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int,
         for t, o in reads[r]:
             if g[t] == 0:
                 continue
-            term = take(xp, o + pad_lo, num_q) * g[t]
+            term = take(xp, o + pad_lo, num_q) * float(g[t])
             acc = term if acc is None else acc + term
         if acc is None:
             acc = jnp.zeros_like(take(xp, pad_lo, num_q))
@@ -200,9 +200,11 @@ def upfirdn2d(
     downx, downy = parse_scaling(down)
     x0, x1, y0, y1 = parse_padding(padding)
     fw, fh = filter_size(f)
-    for name, size, u, d, p0, p1, k in (("W", x.shape[2], upx, downx, x0, x1, fw), ("H", x.shape[1], upy, downy, y0, y1, fh)):
+    axes = (("W", x.shape[2], upx, downx, x0, x1, fw), ("H", x.shape[1], upy, downy, y0, y1, fh))
+    for name, size, u, d, p0, p1, k in axes:
         if output_size(size, u, d, p0, p1, k) < 1:
-            raise ValueError(f"upfirdn2d: empty output along {name} (size {size}, up {u}, down {d}, pad {p0},{p1}, taps {k})")
+            raise ValueError(f"upfirdn2d: empty output along {name} "
+                             f"(size {size}, up {u}, down {d}, pad {p0},{p1}, taps {k})")
     if impl not in ("fast", "ref"):
         raise ValueError(f"upfirdn2d: impl must be 'fast' or 'ref', got {impl!r}")
 

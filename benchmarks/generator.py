@@ -1,0 +1,82 @@
+"""Generator forward benchmark: jit-compiled time per batch (compile excluded), images/s, XLA FLOPs.
+
+Usage:
+  python benchmarks/generator.py --cfg t --res 256 --cbase 32768 --cmax 512 --map-layers 8 --batch 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stylegan_jax.models import build_generator
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cfg", choices=["t", "r"], default="t")
+    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--cbase", type=int, default=32768)
+    ap.add_argument("--cmax", type=int, default=512)
+    ap.add_argument("--map-layers", type=int, default=8)
+    ap.add_argument("--z-dim", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--impl", choices=["fast", "ref"], default="fast")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+
+    G = build_generator(cfg=args.cfg, img_resolution=args.res, channel_base=args.cbase, channel_max=args.cmax,
+                        mapping_layers=args.map_layers, z_dim=args.z_dim, w_dim=args.z_dim, impl=args.impl)
+    variables = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, G.z_dim)))
+    z = jax.random.normal(jax.random.PRNGKey(1), (args.batch, G.z_dim))
+    forward = jax.jit(lambda v, z: G.apply(v, z))
+
+    t0 = time.perf_counter()
+    compiled = forward.lower(variables, z).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0]
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+    compiled(variables, z).block_until_ready()  # warm-up
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        compiled(variables, z).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    result = {
+        "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
+        "batch": args.batch, "impl": args.impl, "median_s": median, "min_s": min(times),
+        "img_per_s": args.batch / median, "flops": flops, "gflop_per_s": flops / median / 1e9,
+        "compile_s": compile_s, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+        "num_devices": jax.device_count(), "host": platform.node(), "cpu_count": __import__("os").cpu_count(),
+        "jax": jax.__version__,
+    }
+    rows = [("config", f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} "
+                       f"map={args.map_layers} batch={args.batch} impl={args.impl}"),
+            ("device", f"{result['backend']} / {result['device']}"),
+            ("compile", f"{compile_s:.1f} s"),
+            ("median forward", f"{median:.3f} s  (min {min(times):.3f}, {args.runs} runs)"),
+            ("images/s", f"{result['img_per_s']:.3f}"),
+            ("XLA flops", f"{flops / 1e9:.1f} GFLOP  ({result['gflop_per_s']:.1f} GFLOP/s)")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    np.asarray(0)
+
+
+if __name__ == "__main__":
+    main()

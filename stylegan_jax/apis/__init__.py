@@ -1,0 +1,1 @@
+"""Deployment-facing APIs: inference post-processing (denormalization, provenance watermarking)."""

@@ -1,0 +1,31 @@
+"""Model factories: build networks from our config names (one place that maps 't'/'r' to kwargs)."""
+
+from __future__ import annotations
+
+from stylegan_jax.networks.stylegan3 import Generator
+
+
+def stylegan3_synthesis_kwargs(cfg: str, channel_base: int = 32768, channel_max: int = 512, **overrides) -> dict:
+    """Synthesis kwargs of the two StyleGAN3 configurations.
+
+    ``'t'``: translation equivariant, 3x3 convs, separable Kaiser filters.
+    ``'r'``: rotation equivariant, 1x1 convs, radially symmetric jinc downsampling filters and
+    twice the channels (the official training script doubles channel_base and channel_max).
+    """
+    if cfg == "t":
+        kw = dict(channel_base=channel_base, channel_max=channel_max)
+    elif cfg == "r":
+        kw = dict(channel_base=channel_base * 2, channel_max=channel_max * 2, conv_kernel=1, use_radial_filters=True)
+    else:
+        raise ValueError(f"unknown StyleGAN3 config {cfg!r}; expected 't' or 'r'")
+    kw.update(overrides)
+    return kw
+
+
+def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0, img_resolution: int = 256,
+                    img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
+                    impl: str = "fast", **synthesis_overrides) -> Generator:
+    """A StyleGAN3-T or -R generator; defaults are the design's (z = w = 512, 8 mapping layers, 256x256x3)."""
+    kw = stylegan3_synthesis_kwargs(cfg, channel_base, channel_max, impl=impl, **synthesis_overrides)
+    return Generator(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                     mapping_layers=mapping_layers, synthesis_kwargs=kw)

@@ -1,0 +1,162 @@
+"""Parity of the StyleGAN2 resnet discriminator, its weight conversion and the R1 penalty with the official
+code (tests/fixtures/d_256.npz, d_64_cond.npz), plus the conversion's and the minibatch-stddev layer's errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stylegan_jax.convert.discriminator import convert_discriminator
+from stylegan_jax.losses import d_logistic_loss, g_nonsaturating_loss, r1_grad, r1_penalty
+from stylegan_jax.networks.discriminator import (
+    MinibatchStdLayer,
+    discriminator_from_official_kwargs,
+    minibatch_stddev,
+)
+
+FIXTURES = ["d_256.npz", "d_64_cond.npz"]
+
+
+def state_dict(fx) -> dict:
+    return {k[len("D/"):]: v for k, v in fx.items() if k.startswith("D/")}
+
+
+def rel_err(x, ref) -> float:
+    return float(np.linalg.norm(np.asarray(x, np.float64) - ref) / np.linalg.norm(ref))
+
+
+@pytest.fixture(scope="module", params=FIXTURES)
+def parity(request, load_fixture):
+    """Convert once and run logits + R1 in one jitted call per fixture."""
+    fx = load_fixture(request.param)
+    D_kwargs = fx.meta["D_kwargs"]
+    D = discriminator_from_official_kwargs(D_kwargs)
+    variables = convert_discriminator(state_dict(fx), D_kwargs)
+    gamma = fx.meta["r1_gamma"]
+
+    @jax.jit
+    def run(variables, img, c):
+        d_apply = lambda x, c: D.apply(variables, x, c)
+        grad, logits = r1_grad(d_apply, img, c)
+        return logits, grad, r1_penalty(d_apply, img, c, gamma)
+
+    logits, grad, penalty = jax.device_get(run(variables, fx["in/img"], fx["in/c"]))
+    return fx, logits, grad, penalty
+
+
+def test_logits_match_official(parity):
+    fx, logits, _, _ = parity
+    assert logits.shape == fx["out/logits"].shape
+    assert rel_err(logits, fx["out/logits"]) < 1e-4
+
+
+def test_r1_grad_matches_official(parity):
+    fx, _, grad, _ = parity
+    assert grad.shape == fx["out/r1_grad"].shape
+    assert rel_err(grad, fx["out/r1_grad"]) < 1e-3
+
+
+def test_r1_penalty_matches_official(parity):
+    fx, _, _, penalty = parity
+    assert penalty.shape == fx["out/r1_penalty"].shape
+    assert rel_err(penalty, fx["out/r1_penalty"]) < 1e-3
+
+
+def test_param_names_mirror_official(load_fixture):
+    fx = load_fixture("d_64_cond.npz")
+    D = discriminator_from_official_kwargs(fx.meta["D_kwargs"])
+    abstract = jax.eval_shape(D.init_params, jax.random.PRNGKey(0))["params"]
+    ours = {".".join(k.key for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    official = {k for k in state_dict(fx) if not k.endswith("resample_filter")}
+    assert ours == official
+    converted = convert_discriminator(state_dict(fx), fx.meta["D_kwargs"])["params"]
+    assert jax.tree.map(np.shape, converted) == jax.tree.map(lambda a: a.shape, abstract)
+
+
+# ---- conversion errors --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cond(load_fixture):
+    fx = load_fixture("d_64_cond.npz")
+    return dict(state_dict(fx)), fx.meta["D_kwargs"]
+
+
+def test_convert_unknown_key(cond):
+    sd, kw = cond
+    sd["b32.conv2.weight"] = sd["b32.conv1.weight"]
+    with pytest.raises(ValueError, match=r"b32\.conv2\.weight: unknown"):
+        convert_discriminator(sd, kw)
+
+
+def test_convert_missing_key(cond):
+    sd, kw = cond
+    del sd["mapping.fc3.bias"]
+    with pytest.raises(ValueError, match=r"mapping\.fc3\.bias: missing"):
+        convert_discriminator(sd, kw)
+
+
+def test_convert_misshaped_entry(cond):
+    sd, kw = cond
+    sd["b16.conv0.weight"] = sd["b16.conv0.weight"][:, :, :2, :2]
+    with pytest.raises(ValueError, match=r"b16\.conv0\.weight: expected shape \(32, 32, 3, 3\), got \(32, 32, 2, 2\)"):
+        convert_discriminator(sd, kw)
+
+
+def test_convert_checks_resample_filter(cond):
+    sd, kw = cond
+    sd["b8.skip.resample_filter"] = np.full((4, 4), 1 / 16, np.float32)
+    with pytest.raises(ValueError, match=r"b8\.skip\.resample_filter: differs"):
+        convert_discriminator(sd, kw)
+
+
+def test_unsupported_official_kwargs_raise():
+    base = dict(c_dim=0, img_resolution=32, img_channels=3)
+    for extra, what in [(dict(architecture="skip"), "architecture"), (dict(foo=1), "foo"),
+                        (dict(block_kwargs=dict(conv_clamp=1)), "conv_clamp"),
+                        (dict(block_kwargs=dict(freeze_layers=2)), "freeze"),
+                        (dict(epilogue_kwargs=dict(activation="tanh")), "tanh")]:
+        with pytest.raises(ValueError, match=what):
+            discriminator_from_official_kwargs({**base, **extra})
+
+
+# ---- minibatch standard deviation ---------------------------------------------------------------------
+
+
+def mbstd_reference(x: np.ndarray, group_size: int) -> np.ndarray:
+    """Direct definition (NHWC, one stat channel): sample i is in group i % (N / G)."""
+    n = x.shape[0] // group_size
+    stat = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        members = x[[j for j in range(x.shape[0]) if j % n == i % n]].astype(np.float64)
+        stat[i] = np.sqrt(members.var(axis=0) + 1e-8).mean()
+    return np.concatenate([x, np.broadcast_to(stat[:, None, None, None], x.shape[:3] + (1,))], axis=-1)
+
+
+def test_mbstd_strided_grouping():
+    x = np.random.default_rng(0).normal(size=(6, 3, 3, 4)).astype(np.float32)
+    y = np.asarray(minibatch_stddev(jnp.asarray(x), group_size=3))
+    np.testing.assert_allclose(y, mbstd_reference(x, 3), rtol=1e-5, atol=1e-6)
+    # Samples 0, 2, 4 share a group, not 0, 1, 2.
+    assert y[0, 0, 0, -1] == y[2, 0, 0, -1] == y[4, 0, 0, -1] != y[1, 0, 0, -1]
+    # A group larger than the batch, and None, use the whole batch.
+    np.testing.assert_allclose(np.asarray(MinibatchStdLayer(8).apply({}, jnp.asarray(x))), mbstd_reference(x, 6),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(minibatch_stddev(jnp.asarray(x), None)), mbstd_reference(x, 6),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_mbstd_batch_not_divisible_raises():
+    x = jnp.zeros((6, 4, 4, 8))
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by the group size 4"):
+        MinibatchStdLayer(4).apply({}, x)
+
+
+# ---- logistic losses ----------------------------------------------------------------------------------
+
+
+def test_logistic_losses():
+    real, fake = jnp.array([[2.0], [-1.0]]), jnp.array([[0.5], [-3.0]])
+    sp = lambda v: np.log1p(np.exp(np.asarray(v)))
+    np.testing.assert_allclose(g_nonsaturating_loss(fake), sp(-fake), rtol=1e-6)
+    np.testing.assert_allclose(d_logistic_loss(real, fake), sp(fake) + sp(-real), rtol=1e-6)
