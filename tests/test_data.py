@@ -1,0 +1,623 @@
+"""Input pipeline tests on real files: PNG/JPEG folders and zips, a TFDS dataset prepared locally, the synthetic set.
+
+TensorFlow / tensorflow-datasets are imported only inside the TFDS tests (skipped when not installed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegan_jax.data import (
+    DatasetError,
+    ImageFolderSource,
+    IndexStream,
+    SyntheticShapes,
+    default_config,
+    make_dataset,
+    make_source,
+    ordered_batches,
+    prepare_image,
+    validate_dataset,
+)
+
+RES = 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _pattern(k: int, w: int = 24, h: int = 20) -> np.ndarray:
+    """A distinct, non-symmetric RGB image per k (so flips and mix-ups are visible)."""
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * 10 + k * 37) % 256, (y * 12 + k * 53) % 256, ((x + 2 * y) * 7 + k * 11) % 256], -1)
+    return img.astype(np.uint8)
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def _write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(rel, data)
+    return path
+
+
+def _labels_json(entries: object) -> bytes:
+    return json.dumps({"labels": entries}).encode()
+
+
+# Relative paths deliberately out of order on disk; the dataset order is sorted by relative path.
+DATASET_FILES = {
+    "b/img3.png": 3,
+    "a/img1.png": 1,
+    "a/img0.png": 0,
+    "c/deep/img5.jpg": 5,
+    "img2.png": 2,
+    "b/img4.jpeg": 4,
+}
+SORTED = sorted(DATASET_FILES)
+
+
+def _dataset_files(labels: object = None) -> dict[str, bytes]:
+    files = {rel: (_jpeg if rel.endswith(("jpg", "jpeg")) else _png)(_pattern(k)) for rel, k in DATASET_FILES.items()}
+    files["notes.txt"] = b"not an image"  # non-image files are ignored
+    files[".hidden/img9.png"] = b"garbage"  # hidden entries are ignored
+    if labels is not None:
+        files["dataset.json"] = _labels_json(labels)
+    return files
+
+
+def _expected(rel: str, res: int = RES) -> np.ndarray:
+    """What the pipeline must produce for a file of DATASET_FILES (JPEGs: their lossy decode, then the same path)."""
+    k = DATASET_FILES[rel]
+    img = Image.open(io.BytesIO(_jpeg(_pattern(k)))) if rel.endswith(("jpg", "jpeg")) else Image.fromarray(_pattern(k))
+    return prepare_image(img, res, 3)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return _write_tree(tmp_path / "ds", _dataset_files())
+
+
+def _take(pipeline, n: int) -> list:
+    return [next(pipeline) for _ in range(n)]
+
+
+def _np(batch) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(batch.images), np.asarray(batch.labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# synthetic
+
+
+def test_synthetic_deterministic_and_shaped():
+    a = SyntheticShapes(32, use_labels=True, seed=0)
+    b = SyntheticShapes(32, use_labels=True, seed=0)
+    img0, lab0 = a.load(0)
+    assert img0.shape == (32, 32, 3) and img0.dtype == np.uint8
+    np.testing.assert_array_equal(img0, b.load(0)[0])
+    assert not np.array_equal(img0, a.load(1)[0])
+    assert not np.array_equal(img0, SyntheticShapes(32, seed=1).load(0)[0])
+    # balanced classes: the label is the shape class, index % 3
+    for i in range(6):
+        np.testing.assert_array_equal(a.load(i)[1], np.eye(3, dtype=np.float32)[i % 3])
+    assert a.c_dim == 3 and SyntheticShapes(32).c_dim == 0
+    # recognisable structure: a real spread of colours, not noise or a flat fill
+    assert img0.std() > 10
+    # arbitrary resolution and channel counts
+    assert SyntheticShapes(37, channels=1).load(5)[0].shape == (37, 37, 1)
+    assert SyntheticShapes(8, channels=4).load(5)[0][..., 3].min() == 255
+    with pytest.raises(IndexError):
+        a.load(len(a))
+
+
+def test_synthetic_pipeline_range_and_layout():
+    p = make_dataset(resolution=32, batch_size=6, use_labels=True, prefetch=0)
+    images, labels = _np(next(p))
+    assert images.shape == (6, 3, 32, 32) and images.dtype == np.float32
+    assert labels.shape == (6, 3) and labels.dtype == np.float32
+    assert -1.0 <= images.min() < -0.5 and 0.5 < images.max() <= 1.0
+    assert p.info.c_dim == 3 and p.info.length == 10_000
+    # NHWC layout carries the same numbers
+    q = make_dataset(resolution=32, batch_size=6, use_labels=True, prefetch=0, layout="NHWC")
+    np.testing.assert_array_equal(np.asarray(next(q).images).transpose(0, 3, 1, 2), images)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# processing
+
+
+def test_center_crop_and_resize():
+    # 30x10 image whose middle 10 columns are white: the center crop keeps exactly those.
+    arr = np.zeros((10, 30, 3), np.uint8)
+    arr[:, 10:20] = 255
+    np.testing.assert_array_equal(prepare_image(Image.fromarray(arr), 10, 3), np.full((10, 10, 3), 255, np.uint8))
+    assert prepare_image(Image.fromarray(arr), 4, 3).min() == 255
+    # tall image: rows (h - c) // 2 .. (h + c) // 2, as dataset_tool.py
+    tall = np.zeros((11, 4), np.uint8)
+    tall[3:7] = 200
+    np.testing.assert_array_equal(prepare_image(Image.fromarray(tall), 4, 1)[..., 0], np.full((4, 4), 200, np.uint8))
+    # the resize is Pillow LANCZOS on the crop
+    big = _pattern(3, 64, 80)
+    ref = Image.fromarray(big[8:72]).resize((RES, RES), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(prepare_image(Image.fromarray(big), RES, 3), np.asarray(ref))
+
+
+def test_channel_conversion_and_strict_mode():
+    gray = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    rgb = prepare_image(Image.fromarray(gray, "L"), 8, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], gray)
+    assert prepare_image(Image.fromarray(_pattern(0, 8, 8)), 8, 1).shape == (8, 8, 1)
+    rgba = np.dstack([_pattern(1, 8, 8), np.full((8, 8), 7, np.uint8)])
+    np.testing.assert_array_equal(prepare_image(Image.fromarray(rgba, "RGBA"), 8, 3), _pattern(1, 8, 8))
+    # 16-bit grayscale is rescaled, not clipped to white
+    buf = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint16) * 257).save(buf, "PNG")
+    g16 = Image.open(buf)
+    assert g16.mode.startswith("I")
+    np.testing.assert_array_equal(prepare_image(g16, 8, 1)[..., 0], gray)
+    with pytest.raises(DatasetError, match=r"mode 'L'.*channels=3.*strict"):
+        prepare_image(Image.fromarray(gray, "L"), 8, 3, channel_mode="strict")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# folders and zips
+
+
+def test_folder_order_content_and_ignored_files(folder: Path):
+    src = ImageFolderSource(folder, RES)
+    assert src.names == SORTED
+    assert src.c_dim == 0
+    for i, rel in enumerate(SORTED):
+        img, lab = src.load(i)
+        assert lab.shape == (0,)
+        np.testing.assert_array_equal(img, _expected(rel))
+
+
+def test_zip_equals_folder(tmp_path: Path, folder: Path):
+    files = _dataset_files()
+    files["__MACOSX/a/._img0.png"] = b"resource fork"  # macOS archive metadata is ignored
+    zsrc = ImageFolderSource(_write_zip(tmp_path / "ds.zip", files), RES)
+    fsrc = ImageFolderSource(folder, RES)
+    assert zsrc.names == fsrc.names
+    for i in range(len(fsrc)):
+        np.testing.assert_array_equal(zsrc.load(i)[0], fsrc.load(i)[0])
+    zsrc.close()
+
+
+@pytest.mark.parametrize("container", ["dir", "zip"])
+def test_labels_int_one_hot(tmp_path: Path, container: str):
+    entries = [[rel, DATASET_FILES[rel] % 4] for rel in SORTED]  # classes 0..3 -> c_dim 4
+    files = _dataset_files(entries)
+    path = _write_tree(tmp_path / "d", files) if container == "dir" else _write_zip(tmp_path / "d.zip", files)
+    p = make_dataset(
+        source="folder",
+        path=str(path),
+        resolution=RES,
+        batch_size=len(SORTED),
+        use_labels=True,
+        shuffle=False,
+        prefetch=0,
+    )
+    assert p.info.c_dim == 4
+    images, labels = _np(next(p))
+    np.testing.assert_array_equal(labels, np.eye(4, dtype=np.float32)[[DATASET_FILES[r] % 4 for r in SORTED]])
+    np.testing.assert_allclose(
+        images[SORTED.index("img2.png")], _expected("img2.png").transpose(2, 0, 1) / 127.5 - 1, atol=1e-6
+    )
+    assert p.sample_labels(5, 0).shape == (5, 4)
+
+
+def test_labels_vectors_and_ignored_without_use_labels(tmp_path: Path):
+    entries = [[rel, [DATASET_FILES[rel] * 0.5, -1.0]] for rel in SORTED]
+    path = _write_tree(tmp_path / "d", _dataset_files(entries))
+    src = ImageFolderSource(path, RES, use_labels=True)
+    assert src.c_dim == 2
+    np.testing.assert_array_equal(src.label(SORTED.index("b/img4.jpeg")), [2.0, -1.0])
+    # use_labels=False never reads dataset.json, even a broken one
+    (path / "dataset.json").write_text("{not json")
+    assert ImageFolderSource(path, RES).c_dim == 0
+
+
+def test_mirror_doubles_with_flipped_copies(folder: Path):
+    n = len(SORTED)
+    p = make_dataset(
+        source="folder", path=str(folder), resolution=RES, batch_size=2 * n, mirror=True, shuffle=False, prefetch=0
+    )
+    assert p.info.length == 2 * n and p.info.num_images == n
+    images, _ = _np(next(p))
+    np.testing.assert_array_equal(images[n:], images[:n, :, :, ::-1])
+    # shuffled: one epoch holds every image once plain and once flipped
+    q = make_dataset(source="folder", path=str(folder), resolution=RES, batch_size=4, mirror=True, prefetch=0)
+    epoch = np.concatenate([_np(b)[0] for b in _take(q, 3)])
+    keys = {a.tobytes() for a in epoch}
+    assert keys == {a.tobytes() for a in images} and len(keys) == 2 * n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# order, hosts, resume
+
+
+def test_index_stream_epochs_are_permutations():
+    s = IndexStream(7, seed=3)
+    stream = s.take(7 * 3 + 2)
+    for e in range(3):
+        assert sorted(stream[7 * e : 7 * (e + 1)]) == list(range(7))
+    assert not np.array_equal(stream[:7], stream[7:14])
+    assert s.state() == {"epoch": 3, "index": 2, "seed": 3, "length": 7}
+    assert not np.array_equal(IndexStream(50, seed=0).take(50), IndexStream(50, seed=1).take(50))
+    np.testing.assert_array_equal(IndexStream(5, shuffle=False).take(7), [0, 1, 2, 3, 4, 0, 1])
+    # the order is pinned: a NumPy upgrade must not change what a saved position replays
+    np.testing.assert_array_equal(IndexStream(10, seed=0).take(10), IndexStream(10, seed=0).permutation(0))
+
+
+def test_per_host_slices_partition_the_global_batch():
+    kw = dict(resolution=8, batch_size=8, use_labels=True, prefetch=0, synthetic_size=20)
+    full = [_np(b) for b in _take(make_dataset(**kw), 4)]
+    hosts = [[_np(b) for b in _take(make_dataset(**kw, process_index=i, process_count=4), 4)] for i in range(4)]
+    for step in range(4):
+        images = np.concatenate([hosts[i][step][0] for i in range(4)])
+        labels = np.concatenate([hosts[i][step][1] for i in range(4)])
+        assert hosts[0][step][0].shape[0] == 2
+        np.testing.assert_array_equal(images, full[step][0])
+        np.testing.assert_array_equal(labels, full[step][1])
+    with pytest.raises(ValueError, match="divisible by process_count 3"):
+        make_dataset(**kw, process_index=0, process_count=3)
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_resume_replays_exact_batches(folder: Path, prefetch: int):
+    # 6 images mirrored = 12 per epoch, batch 5: batches straddle epoch boundaries.
+    kw = dict(source="folder", path=str(folder), resolution=RES, batch_size=5, mirror=True, seed=11, prefetch=prefetch)
+    unbroken = [_np(b) for b in _take(make_dataset(**kw), 9)]
+
+    first = make_dataset(**kw)
+    head = [_np(b) for b in _take(first, 4)]
+    saved = json.loads(json.dumps(first.state()))  # survives a JSON checkpoint
+    assert saved == {"epoch": 1, "index": 8, "seed": 11, "length": 12}
+    first.close()
+    resumed = make_dataset(**kw, state=saved)
+    tail = [_np(b) for b in _take(resumed, 5)]
+    for got, want in zip(head + tail, unbroken, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+    # restore() on a live pipeline rewinds past what the prefetch thread already read
+    resumed.restore(saved)
+    np.testing.assert_array_equal(_np(next(resumed))[0], unbroken[4][0])
+    resumed.close()
+    # the saved seed wins over the configured one; a different dataset size cannot resume
+    np.testing.assert_array_equal(_np(next(make_dataset(**{**kw, "seed": 99}, state=saved)))[0], unbroken[4][0])
+    with pytest.raises(DatasetError, match="cannot resume"):
+        make_dataset(**{**kw, "mirror": False}, state=saved)
+
+
+def test_device_sharding_single_device(folder: Path):
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    sharding = NamedSharding(jax.make_mesh((1,), ("data",)), P("data"))
+    p = make_dataset(source="folder", path=str(folder), resolution=RES, batch_size=4, sharding=sharding, seed=1)
+    ref = make_dataset(source="folder", path=str(folder), resolution=RES, batch_size=4, seed=1, prefetch=0)
+    b = next(p)
+    assert isinstance(b.images, jax.Array) and b.images.sharding == sharding and b.labels.shape == (4, 0)
+    np.testing.assert_array_equal(np.asarray(b.images), next(ref).images)
+    p.close()
+
+
+def test_device_sharding_over_data_axis_subprocess():
+    # Several devices need XLA flags set before JAX starts, hence a fresh interpreter.
+    code = textwrap.dedent(
+        """
+        import numpy as np, jax
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from stylegan_jax.data import make_dataset
+        mesh = jax.make_mesh((4,), ("data",))
+        sh = NamedSharding(mesh, P("data"))
+        p = make_dataset(resolution=8, batch_size=8, use_labels=True, sharding=sh)
+        ref = make_dataset(resolution=8, batch_size=8, use_labels=True, prefetch=0)
+        for _ in range(2):
+            b, r = next(p), next(ref)
+            assert len(b.images.addressable_shards) == 4
+            assert {s.data.shape for s in b.images.addressable_shards} == {(2, 3, 8, 8)}
+            np.testing.assert_array_equal(np.asarray(b.images), r.images)
+            np.testing.assert_array_equal(np.asarray(b.labels), r.labels)
+        try:
+            make_dataset(resolution=8, batch_size=6, sharding=sh)
+        except ValueError as e:
+            assert "divisible by the number of devices" in str(e), e
+        else:
+            raise AssertionError("batch 6 over 4 devices accepted")
+        print("OK")
+        """
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_config_dict_and_unknown_fields(folder: Path):
+    cfg = default_config()
+    cfg.source = "folder"
+    cfg.path = str(folder)
+    cfg.resolution = RES
+    cfg.batch_size = 3
+    cfg.prefetch = 0
+    assert isinstance(cfg, ml_collections.ConfigDict)
+    assert _np(next(make_dataset(cfg)))[0].shape == (3, 3, RES, RES)
+    with pytest.raises(TypeError, match="unknown data config field.*'batchsize'"):
+        make_dataset(cfg, batchsize=4)
+    with pytest.raises(ValueError, match="data source must be one of"):
+        make_dataset(source="imagenet")
+    with pytest.raises(ValueError, match="needs `path`"):
+        make_dataset(source="folder")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        make_dataset(source="folder", path=str(folder), layout="CHWN")
+    with pytest.raises(ValueError, match="channels must be one of"):
+        make_dataset(channels=2)
+
+
+def test_ordered_batches(folder: Path):
+    src = make_source(source="folder", path=str(folder), resolution=RES)
+    batches = list(ordered_batches(src, 4))
+    assert [b.images.shape[0] for b in batches] == [4, 2] and batches[0].images.dtype == np.uint8
+    np.testing.assert_array_equal(batches[0].images[1], _expected(SORTED[1]).transpose(2, 0, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad data: every case fails on construction with the file or the problem named
+
+
+def _truncate(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    "rel, data",
+    [
+        ("a/img1.png", _truncate(_png(_pattern(1)))),
+        ("c/deep/img5.jpg", _truncate(_jpeg(_pattern(5)))),
+        ("img2.png", b"this is not a png"),
+    ],
+    ids=["truncated-png", "truncated-jpeg", "garbage"],
+)
+@pytest.mark.parametrize("container", ["dir", "zip"])
+def test_unreadable_image_is_named(tmp_path: Path, rel: str, data: bytes, container: str):
+    files = {**_dataset_files(), rel: data}
+    path = _write_tree(tmp_path / "d", files) if container == "dir" else _write_zip(tmp_path / "d.zip", files)
+    with pytest.raises(DatasetError, match=rf"1 of 6 images .*failed validation:\n  '{rel}'"):
+        make_dataset(source="folder", path=str(path), resolution=RES)
+
+
+def test_unvalidated_bad_file_fails_in_training_with_its_name(tmp_path: Path):
+    path = _write_tree(tmp_path / "d", {**_dataset_files(), "img2.png": _truncate(_png(_pattern(2)))})
+    # validate="none" skips the scan (huge datasets); the error then surfaces from the prefetch thread.
+    p = make_dataset(source="folder", path=str(path), resolution=RES, batch_size=6, validate="none", shuffle=False)
+    with pytest.raises(DatasetError, match="img2.png"):
+        next(p)
+    with pytest.raises(DatasetError, match="img2.png"):  # and keeps failing instead of hanging
+        next(p)
+    with pytest.raises(DatasetError, match="failed validation"):
+        validate_dataset(path)
+
+
+def test_grayscale_image_converted_or_refused(tmp_path: Path):
+    gray = _pattern(2)[..., 0]
+    path = _write_tree(tmp_path / "d", {**_dataset_files(), "img2.png": _png(gray, "L")})
+    img, _ = ImageFolderSource(path, RES).load(SORTED.index("img2.png"))  # default: converted
+    assert img.shape == (RES, RES, 3) and np.array_equal(img[..., 0], img[..., 2])
+    with pytest.raises(DatasetError, match=r"'img2.png' has Pillow mode 'L' but channels=3"):
+        make_dataset(source="folder", path=str(path), resolution=RES, channel_mode="strict")
+
+
+def test_empty_and_missing_paths(tmp_path: Path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match="no images found in"):
+        make_dataset(source="folder", path=str(tmp_path / "empty"))
+    with pytest.raises(DatasetError, match="no images found in"):
+        make_dataset(source="folder", path=str(_write_zip(tmp_path / "e.zip", {"x.txt": b"x"})))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_dataset(source="folder", path=str(tmp_path / "nope"))
+    (tmp_path / "file.bin").write_bytes(b"1234")
+    with pytest.raises(DatasetError, match="neither a directory nor a zip"):
+        make_dataset(source="folder", path=str(tmp_path / "file.bin"))
+
+
+def _good_entries() -> list:
+    return [[rel, DATASET_FILES[rel] % 3] for rel in SORTED]
+
+
+@pytest.mark.parametrize(
+    "labels_file, message",
+    [
+        (None, "has no dataset.json"),
+        (b"{not json", "is not valid JSON"),
+        (b"[1, 2]", 'must be a JSON object with a "labels" key'),
+        (_labels_json(None), '"labels": null'),
+        (_labels_json(_good_entries()[1:]), r"has no label for 1 image\(s\): 'a/img0.png'"),
+        (_labels_json(_good_entries() + [["gone.png", 1]]), r"labels for 1 path\(s\) that are not images.*'gone.png'"),
+        (_labels_json(_good_entries() + [["a/img0.png", 1]]), "duplicate label entry for 'a/img0.png'"),
+        (_labels_json([[r, "cat"] for r in SORTED]), r"must be ints \(class index\) or lists of numbers; got str"),
+        (_labels_json([[r, True] for r in SORTED]), "got bool"),
+        (_labels_json([[r, 1 if i else [1.0]] for i, r in enumerate(SORTED)]), "mix class indices and vectors"),
+        (_labels_json([[r, [1.0] * (1 + (i == 2))] for i, r in enumerate(SORTED)]), "same non-zero length"),
+        (_labels_json([[r, ["x"]] for r in SORTED]), "must be a list of finite numbers"),
+        (_labels_json([[r, -1] for r in SORTED]), "must be >= 0"),
+        (_labels_json([["a/img0.png"]]), r"entry 0 must be a \[\"relative/path\", label\] pair"),
+    ],
+    ids=[
+        "absent",
+        "bad-json",
+        "not-object",
+        "null",
+        "missing",
+        "extra",
+        "duplicate",
+        "str",
+        "bool",
+        "mixed",
+        "ragged",
+        "non-numeric",
+        "negative",
+        "malformed-entry",
+    ],
+)
+def test_bad_labels_file(tmp_path: Path, labels_file: bytes | None, message: str):
+    files = _dataset_files()
+    if labels_file is not None:
+        files["dataset.json"] = labels_file
+    path = _write_zip(tmp_path / "d.zip", files)
+    with pytest.raises(DatasetError, match=message):
+        make_dataset(source="folder", path=str(path), use_labels=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TFDS: a real builder prepared locally (no network) and read back through make_dataset
+
+TFDS_NAME = "stylegan_jax_tiny_test"
+TFDS_N = 12
+
+
+@pytest.fixture(scope="session")
+def tfds_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow")
+
+    class StyleganJaxTinyTest(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(None, None, 3)),
+                        "label": tfds.features.ClassLabel(num_classes=4),
+                        "attrs": tfds.features.FeaturesDict({"b": np.bool_, "a": np.bool_}),
+                        "vec": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+                        "count": np.int64,
+                    }
+                )
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(TFDS_N), "test": self._generate_examples(2)}
+
+        def _generate_examples(self, n):
+            for k in range(n):
+                yield (
+                    k,
+                    {
+                        "image": _pattern(k, 20 + k, 18),
+                        "label": k % 4,
+                        "attrs": {"a": k % 2 == 0, "b": k % 3 == 0},
+                        "vec": np.array([k, -k], np.float32),
+                        "count": k,
+                    },
+                )
+
+    dirs = {}
+    for fmt in ("tfrecord", "array_record"):
+        d = str(tmp_path_factory.mktemp(f"tfds_{fmt}"))
+        StyleganJaxTinyTest(data_dir=d, file_format=fmt).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+        dirs[fmt] = d
+    return dirs
+
+
+def _tfds_kw(data_dir: str, **kw) -> dict:
+    return dict(source="tfds", tfds_name=TFDS_NAME, data_dir=data_dir, resolution=RES, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "array_record"])
+def test_tfds_matches_tfds_own_reader(tfds_dirs: dict[str, str], fmt: str):
+    import tensorflow_datasets as tfds
+
+    # Reference: TFDS's own readers, in file order (tf.data for TFRecord, its data source for ArrayRecord).
+    builder = tfds.builder(TFDS_NAME, data_dir=tfds_dirs[fmt])
+    if fmt == "tfrecord":
+        ref = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
+    else:
+        ref = list(builder.as_data_source("train"))
+    assert len(ref) == TFDS_N
+
+    src = make_source(**_tfds_kw(tfds_dirs[fmt], use_labels=True))
+    assert len(src) == TFDS_N and src.c_dim == 4
+    for i, ex in enumerate(ref):
+        img, lab = src.load(i)
+        np.testing.assert_array_equal(img, prepare_image(Image.fromarray(ex["image"]), RES, 3))
+        np.testing.assert_array_equal(lab, np.eye(4, dtype=np.float32)[ex["label"]])
+    # other label kinds: FeaturesDict of scalars (sorted keys), fixed-length vectors
+    attrs = make_source(**_tfds_kw(tfds_dirs[fmt], use_labels=True, label_key="attrs"))
+    np.testing.assert_array_equal(attrs.label(3), [ref[3]["attrs"]["a"], ref[3]["attrs"]["b"]])
+    vec = make_source(**_tfds_kw(tfds_dirs[fmt], use_labels=True, label_key="vec"))
+    np.testing.assert_array_equal(vec.label(5), ref[5]["vec"])
+    # split slicing is honoured
+    part = make_source(**_tfds_kw(tfds_dirs[fmt], tfds_split="train[3:7]"))
+    assert len(part) == 4
+    np.testing.assert_array_equal(part.load(0)[0], src.load(3)[0])
+
+
+def test_tfds_pipeline_resume_and_formats_agree(tfds_dirs: dict[str, str]):
+    kw = _tfds_kw(tfds_dirs["tfrecord"], batch_size=4, mirror=True, use_labels=True, seed=5)
+    unbroken = [_np(b) for b in _take(make_dataset(**kw), 8)]
+    first = make_dataset(**kw)
+    _take(first, 5)
+    resumed = make_dataset(**kw, state=first.state())
+    for k in range(3):
+        np.testing.assert_array_equal(_np(next(resumed))[0], unbroken[5 + k][0])
+    # the same data prepared as array_record yields the same batches
+    ar = make_dataset(**{**kw, "data_dir": tfds_dirs["array_record"]})
+    for k in range(3):
+        np.testing.assert_array_equal(_np(next(ar))[1], unbroken[k][1])
+
+
+def test_tfds_errors(tfds_dirs: dict[str, str], tmp_path: Path):
+    empty = str(tmp_path / "empty_data_dir")
+    with pytest.raises(DatasetError, match=r"(?s)not prepared in data_dir.*never downloads.*tfds build"):
+        make_dataset(**_tfds_kw(empty))
+    with pytest.raises(DatasetError, match=r"(?s)'mnist' is not prepared.*tfds build mnist --data_dir"):
+        make_dataset(source="tfds", tfds_name="mnist", data_dir=empty)
+    with pytest.raises(DatasetError, match="neither a registered TFDS dataset nor prepared"):
+        make_dataset(source="tfds", tfds_name="no_such_dataset_xyz", data_dir=empty)
+    with pytest.raises(DatasetError, match="has no split 'validation'"):
+        make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], tfds_split="validation"))
+    with pytest.raises(DatasetError, match="has no feature 'img'"):
+        make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], image_key="img"))
+    with pytest.raises(DatasetError, match="no feature 'labels'"):
+        make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], use_labels=True, label_key="labels"))
+    with pytest.raises(DatasetError, match="not usable as a label"):
+        make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], use_labels=True, label_key="count"))
