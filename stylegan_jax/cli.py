@@ -1,4 +1,9 @@
-"""``stylegan-jax`` command line: one entry point, one subcommand per job."""
+"""``stylegan-jax`` command line: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``command(args) -> int``; only the module of the subcommand being run is imported, so that
+``stylegan-jax parity`` does not pay for TensorFlow or ONNX Runtime imports.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,28 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> (module, help). Each module has add_arguments(parser) and command(args) -> int.
+# subcommand -> (module, help)
 SUBCOMMANDS = {
+    "train": ("stylegan_jax.train.cli", "train a StyleGAN3 model (configs/*.py, --config.key=value overrides)"),
+    "generate": ("stylegan_jax.apis.generate", "write images, grids, style mixing or interpolations from a checkpoint"),
+    "convert": ("stylegan_jax.convert.cli", "import an official NVIDIA network pickle into a checkpoint (no code runs)"),
+    "export": ("stylegan_jax.apis.export_onnx", "export the generator of a checkpoint to ONNX"),
+    "serve": ("stylegan_jax.apis.server", "HTTP service generating watermarked PNGs from an ONNX model"),
+    "metrics": ("stylegan_jax.metrics.cli", "equivariance metrics (EQ-T, EQ-T frac, EQ-R) of a checkpoint"),
     "parity": ("stylegan_jax.parity", "compare our networks with official reference outputs"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="stylegan-jax", description="StyleGAN3 in JAX/Flax")
-    sub = ap.add_subparsers(dest="subcommand", required=True)
+    sub = ap.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+            p.set_defaults(_module=module)
     args = ap.parse_args(argv)
     return int(importlib.import_module(args._module).command(args) or 0)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from stylegan_jax.networks.stylegan3 import Generator
 
+# Generator fields that describe the architecture (saved with every checkpoint).
+_GENERATOR_FIELDS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_layers",
+                     "mapping_lr_multiplier", "w_avg_beta", "synthesis_kwargs")
+
 
 def stylegan3_synthesis_kwargs(cfg: str, channel_base: int = 32768, channel_max: int = 512, **overrides) -> dict:
     """Synthesis kwargs of the two StyleGAN3 configurations.
@@ -29,3 +33,25 @@ def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: i
     kw = stylegan3_synthesis_kwargs(cfg, channel_base, channel_max, impl=impl, **synthesis_overrides)
     return Generator(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                      mapping_layers=mapping_layers, synthesis_kwargs=kw)
+
+
+def generator_config(G: Generator) -> dict:
+    """JSON-serialisable description of a generator's architecture (inverse of generator_from_config)."""
+    cfg = {f: getattr(G, f) for f in _GENERATOR_FIELDS}
+    cfg["synthesis_kwargs"] = {k: v for k, v in dict(G.synthesis_kwargs or {}).items() if k != "impl"}
+    return {"class": "stylegan3.Generator", "kwargs": cfg}
+
+
+def generator_from_config(config: dict, impl: str = "fast") -> Generator:
+    """Rebuild a generator from :func:`generator_config` output."""
+    if not isinstance(config, dict) or config.get("class") != "stylegan3.Generator":
+        raise ValueError(f"not a stylegan3 generator config: {str(config)[:200]}")
+    kwargs = dict(config["kwargs"])
+    unknown = set(kwargs) - set(_GENERATOR_FIELDS)
+    if unknown:
+        raise ValueError(f"generator config has unknown fields {sorted(unknown)}")
+    kwargs["synthesis_kwargs"] = {**dict(kwargs.get("synthesis_kwargs") or {}), "impl": impl}
+    return Generator(**kwargs)
+
+
+__all__ = ["build_generator", "generator_config", "generator_from_config", "stylegan3_synthesis_kwargs"]

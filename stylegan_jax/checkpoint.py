@@ -1,0 +1,131 @@
+"""Checkpoints on disk (orbax): the full training state, and the model description needed to
+rebuild the networks without the config that trained them.
+
+Layout of a checkpoint directory (what ``stylegan-jax train`` writes under ``WORKDIR/checkpoints``
+and what ``stylegan-jax convert`` writes)::
+
+    <dir>/<step>/state/...   the state pytree (orbax StandardSave): at least ``G_ema`` =
+                             {'params', 'ema', 'buffers'}; training adds G, D, optimizer states,
+                             counters and RNG.
+    <dir>/<step>/meta/...    JSON: format version, networks' architecture (``generator`` /
+                             ``discriminator`` configs), kimg, data position, config used.
+
+orbax writes each step to a temporary directory and renames it when complete, so a run killed
+while saving leaves the previous checkpoints intact; ``keep`` bounds how many are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT = "stylegan-jax/1"
+
+
+class CheckpointError(ValueError):
+    """A path is not a readable stylegan-jax checkpoint."""
+
+
+def checkpoint_manager(directory: str | Path, keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:
+    """An orbax manager for ``directory`` with 'state' (pytree) and 'meta' (JSON) items."""
+    directory = Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+
+def save_checkpoint(directory: str | Path, step: int, state: Any, meta: dict, keep: int | None = 3,
+                    manager: ocp.CheckpointManager | None = None) -> Path:
+    """Save ``state`` (any pytree; flax structs are stored as their state dicts) and ``meta`` at ``step``.
+
+    Blocks until the checkpoint is committed on disk.
+    """
+    from flax import serialization
+
+    own = manager is None
+    manager = manager or checkpoint_manager(directory, keep=keep)
+    tree = serialization.to_state_dict(state)
+    meta = {**meta, "format": FORMAT, "step": int(step)}
+    manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+    if own:
+        manager.close()
+    return Path(directory).absolute() / str(int(step))
+
+
+def _resolve(path: str | Path) -> tuple[Path, int]:
+    """Accept a workdir, a checkpoints directory, or one step directory; return (manager dir, step)."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint (file or directory not found)")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory (a stylegan-jax checkpoint is a directory "
+                              "written by 'stylegan-jax train' or 'stylegan-jax convert')")
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / "meta").is_dir() and (path / "state").is_dir() and path.name.isdigit():
+        return path.parent, int(path.name)
+    steps = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()
+                   and (p / "meta").is_dir())
+    if not steps:
+        raise CheckpointError(f"{path}: contains no stylegan-jax checkpoint steps")
+    return path, steps[-1]
+
+
+def load_checkpoint(path: str | Path, step: int | None = None, target: Any = None) -> tuple[dict, Any]:
+    """Load ``(meta, state)``. ``state`` is restored into the structure of ``target`` if given
+    (arrays placed like ``target``'s leaves), else as nested dicts of arrays.
+
+    Raises:
+      CheckpointError: naming the path and what is wrong (missing, foreign, truncated or corrupt).
+    """
+    directory, latest = _resolve(path)
+    step = latest if step is None else int(step)
+    manager = checkpoint_manager(directory, keep=None, create=False)
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for unreadable data
+        raise CheckpointError(f"{directory}/{step}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{directory}/{step}: not a stylegan-jax checkpoint (format {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{directory}/{step}: foreign checkpoint metadata")
+    try:
+        if target is not None:
+            from flax import serialization
+
+            template = serialization.to_state_dict(target)
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            state = serialization.from_state_dict(target, restored["state"])
+        else:
+            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    except Exception as e:
+        raise CheckpointError(f"{directory}/{step}: the state could not be restored ({type(e).__name__}: {e}); "
+                              "the checkpoint is truncated, corrupt, or from a different model/config") from e
+    finally:
+        manager.close()
+    return meta, state
+
+
+def load_generator(path: str | Path, step: int | None = None, impl: str = "fast", which: str = "G_ema"):
+    """Rebuild the generator saved in a checkpoint: returns ``(G, variables)``.
+
+    ``which`` selects ``'G_ema'`` (default: the weights to sample from) or ``'G'``.
+    """
+    from stylegan_jax.models import generator_from_config
+
+    meta, state = load_checkpoint(path, step)
+    if "generator" not in meta:
+        raise CheckpointError(f"{path}: checkpoint metadata has no generator description")
+    G = generator_from_config(meta["generator"], impl=impl)
+    if which not in state:
+        raise CheckpointError(f"{path}: checkpoint state has no {which!r} entry (has {sorted(state)})")
+    variables = jax.tree.map(np.asarray, dict(state[which]))
+    for collection in ("params", "ema", "buffers"):
+        if collection not in variables:
+            raise CheckpointError(f"{path}: {which} lacks the {collection!r} collection")
+    return G, variables
