@@ -1,0 +1,147 @@
+"""The one config system: ``ml_collections.ConfigDict`` trees built in Python.
+
+``configs/<name>.py`` files define ``get_config()`` starting from :func:`base_config` and changing
+what differs. ``stylegan-jax train --config configs/<name>.py --config.train.batch_size=16`` loads
+the file and applies ``--config.<dotted.key>=value`` overrides (typed by the existing field).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+# Official recommended R1 gamma per resolution for 8 GPUs, batch 32 (NVlabs/stylegan3 docs/configs.md);
+# gamma scales with the square of the resolution.
+OFFICIAL_GAMMA = {128: 0.5, 256: 2.0, 512: 8.0, 1024: 32.0}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: the design's StyleGAN3-T 256 (z = w = 512, 8 mapping layers) with the official
+    training hyperparameters."""
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.cfg = "t"                      # 't' (translation equivariant) or 'r' (rotation equivariant).
+    c.model.z_dim = 512                    # Input latent (Z) dimensionality.
+    c.model.w_dim = 512                    # Intermediate latent (W) dimensionality.
+    c.model.mapping_layers = 8             # Mapping network depth (the design; official StyleGAN3 uses 2).
+    c.model.channel_base = 32768           # Channel multiplier (R doubles it internally).
+    c.model.channel_max = 512              # Max channels per layer (R doubles it internally).
+    c.model.conv_clamp = 256.0             # Clamp conv outputs; None = off.
+    c.model.magnitude_ema_beta = -1.0      # -1 = official 0.5 ** (batch / 20000).
+    c.model.d_channel_base = 32768         # Discriminator channel multiplier.
+    c.model.d_channel_max = 512            # Discriminator max channels.
+    c.model.mbstd_group_size = 4           # Minibatch-stddev group size.
+    c.model.mbstd_num_channels = 1         # Minibatch-stddev feature channels.
+    c.model.bf16 = False                   # bf16 compute in the highest-resolution layers (GPU/TPU only).
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"            # 'synthetic', 'folder' (directory or .zip) or 'tfds'.
+    c.data.path = ml_collections.FieldReference(None, field_type=str)      # Folder/zip path.
+    c.data.resolution = 256                # Training resolution (= model output resolution).
+    c.data.channels = 3                    # Image channels.
+    c.data.mirror = False                  # x-flip augmentation (doubles the dataset).
+    c.data.use_labels = False              # Conditional training on dataset labels.
+    c.data.max_images = ml_collections.FieldReference(None, field_type=int)  # Use only the first N images.
+    c.data.tfds_name = ml_collections.FieldReference(None, field_type=str)   # e.g. 'celeb_a'.
+    c.data.tfds_split = "train"            # TFDS split.
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)    # TFDS data_dir (already prepared).
+    c.data.image_key = "image"             # TFDS feature holding the image.
+    c.data.label_key = "label"             # TFDS feature holding the label.
+    c.data.synthetic_size = 10000          # Number of distinct synthetic images.
+    c.data.validate = "scan"               # 'scan', 'full' or 'none' (check every file before training).
+    c.data.prefetch = 2                    # Batches prefetched by a background thread.
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32                # Global batch over all devices and hosts.
+    c.train.total_kimg = 25000             # Training length in thousands of real images shown to D.
+    c.train.g_lr = 0.0025                  # Generator Adam learning rate.
+    c.train.d_lr = 0.002                   # Discriminator Adam learning rate.
+    c.train.betas = (0.0, 0.99)            # Adam betas.
+    c.train.eps = 1e-8                     # Adam epsilon.
+    c.train.r1_gamma = 2.0                 # R1 weight (official 256px value).
+    c.train.d_reg_interval = 16            # Lazy R1 every N D steps.
+    c.train.ema_kimg = -1.0                # G EMA half-life in kimg; -1 = official batch * 10 / 32.
+    c.train.ema_rampup = 0.05              # EMA rampup ratio; None = off.
+    c.train.blur_init_sigma = 0.0          # D input blur at start (StyleGAN3-R uses 10).
+    c.train.blur_fade_kimg = -1.0          # Blur fade-out in kimg; -1 = official batch * 200 / 32.
+    c.train.seed = 0                       # Seed for initialisation and z sampling.
+
+    c.log = ml_collections.ConfigDict()
+    c.log.tick_kimg = 4.0                  # Log a line every N kimg.
+    c.log.image_kimg = 200.0               # Save a grid of G_ema samples every N kimg.
+    c.log.checkpoint_kimg = 200.0          # Save a checkpoint every N kimg.
+    c.log.keep_checkpoints = 3             # Number of checkpoints kept.
+    c.log.grid_size = 8                    # Grid of grid_size x grid_size fixed-seed samples.
+    c.log.grid_psi = 1.0                   # Truncation of the grid samples.
+    c.log.progress_bar = True              # tqdm progress bar on stderr.
+    return c
+
+
+def load_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Import a config file and call its ``get_config()``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"stylegan_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} defines no get_config()")
+    return module.get_config()
+
+
+def _parse_value(text: str, current):
+    """Parse an override string into the type of the field it replaces."""
+    if isinstance(current, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, str):
+        return text
+    if isinstance(current, tuple | list):
+        value = ast.literal_eval(text)
+        return tuple(value) if isinstance(current, tuple) else list(value)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Apply ``key.sub=value`` overrides; unknown keys are an error (they are usually typos)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        key = key.removeprefix("--").removeprefix("config.")
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise KeyError(f"unknown config key {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise KeyError(f"unknown config key {key!r}")
+        current = node[parts[-1]]
+        field = node.get_ref(parts[-1]) if hasattr(node, "get_ref") else None
+        if current is None and field is not None and getattr(field, "_field_type", None) in (int, float, str):
+            value = None if text.lower() in ("none", "null") else field._field_type(text)
+        else:
+            value = _parse_value(text, current)
+        try:
+            node[parts[-1]] = value
+        except TypeError as e:
+            raise ValueError(f"override {item!r}: {e}") from e
+    return config
