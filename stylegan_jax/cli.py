@@ -33,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:
             importlib.import_module(module).add_arguments(p)
             p.set_defaults(_module=module)
-    args = ap.parse_args(argv)
+    if chosen == "train":
+        # --config.key=value overrides are free-form: collect them here, parse the rest strictly.
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        argv = [a for a in argv if not a.startswith("--config.")]
+        args = ap.parse_args(argv)
+        args.overrides = overrides
+    else:
+        args = ap.parse_args(argv)
     return int(importlib.import_module(args._module).command(args) or 0)
 
 
