@@ -14,12 +14,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from stylegan_jax.models import build_generator
+from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
 
 
 def main() -> None:
+    maybe_reexec_with_hugepages()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cfg", choices=["t", "r"], default="t")
     ap.add_argument("--res", type=int, default=256)
@@ -60,7 +61,7 @@ def main() -> None:
         "img_per_s": args.batch / median, "flops": flops, "gflop_per_s": flops / median / 1e9,
         "compile_s": compile_s, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
         "num_devices": jax.device_count(), "host": platform.node(), "cpu_count": __import__("os").cpu_count(),
-        "jax": jax.__version__,
+        "jax": jax.__version__, "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES", ""),
     }
     rows = [("config", f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} "
                        f"map={args.map_layers} batch={args.batch} impl={args.impl}"),
@@ -75,7 +76,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    np.asarray(0)
 
 
 if __name__ == "__main__":

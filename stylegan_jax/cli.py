@@ -15,7 +15,7 @@ import sys
 SUBCOMMANDS = {
     "train": ("stylegan_jax.train.cli", "train a StyleGAN3 model (configs/*.py, --config.key=value overrides)"),
     "generate": ("stylegan_jax.apis.generate", "write images, grids, style mixing or interpolations from a checkpoint"),
-    "convert": ("stylegan_jax.convert.cli", "import an official NVIDIA network pickle into a checkpoint (no code runs)"),
+    "convert": ("stylegan_jax.convert.cli", "import an official NVIDIA network pickle (nothing in it runs)"),
     "export": ("stylegan_jax.apis.export_onnx", "export the generator of a checkpoint to ONNX"),
     "serve": ("stylegan_jax.apis.server", "HTTP service generating watermarked PNGs from an ONNX model"),
     "metrics": ("stylegan_jax.metrics.cli", "equivariance metrics (EQ-T, EQ-T frac, EQ-R) of a checkpoint"),
@@ -24,6 +24,10 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as a program (not called from Python): enable huge pages for XLA's buffers
+        from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
+
+        maybe_reexec_with_hugepages()
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="stylegan-jax", description="StyleGAN3 in JAX/Flax")
     sub = ap.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
