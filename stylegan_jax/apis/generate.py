@@ -1,0 +1,152 @@
+"""``stylegan-jax generate``: images, grids, style mixing and interpolation videos from a checkpoint.
+
+Examples::
+
+    stylegan-jax generate --ckpt runs/quickstart --seeds 0-7 --psi 0.7 --outdir out --grid
+    stylegan-jax generate --ckpt ckpt --seeds 3 --translate=0.1,-0.05 --rotate 12 --outdir out
+    stylegan-jax generate --ckpt ckpt --style-mix --rows 0-3 --cols 4-7 --styles 0-6 --outdir out
+    stylegan-jax generate --ckpt ckpt --seeds 0,1,2 --interpolate --frames 30 --video out/lerp.gif
+
+Per-seed images are written as ``seed0000.png`` ... like the official ``gen_images.py`` (same seeds, same
+pictures for a converted official model). All the work is done by :mod:`stylegan_jax.apis.sampling`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stylegan_jax.apis.sampling import _to_pil, parse_range, parse_vec2
+
+
+def _range_arg(s: str) -> list[int]:
+    try:
+        return parse_range(s)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _vec2_arg(s: str) -> tuple[float, float]:
+    try:
+        return parse_vec2(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``stylegan-jax generate``."""
+    parser.add_argument("--ckpt", required=True, metavar="PATH",
+                        help="checkpoint: a training workdir, its checkpoints/ directory, one step directory, or the "
+                             "output of 'stylegan-jax convert'")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--network", choices=("G_ema", "G"), default="G_ema",
+                        help="which generator weights to sample from (default: G_ema)")
+    parser.add_argument("--seeds", type=_range_arg, metavar="LIST",
+                        help="random seeds, e.g. '0-7,10' (z = np.random.RandomState(seed).randn(1, z_dim))")
+    parser.add_argument("--psi", "--trunc", dest="psi", type=float, default=1.0,
+                        help="truncation psi (1 = none; default 1)")
+    parser.add_argument("--cutoff", type=int, default=None,
+                        help="truncate only the first N ws of the per-seed images (default: all)")
+    parser.add_argument("--class", dest="class_idx", type=int, default=None, metavar="K",
+                        help="class label of a conditional model (required for those)")
+    parser.add_argument("--translate", type=_vec2_arg, default=(0.0, 0.0), metavar="X,Y",
+                        help="translate the input grid, in image widths (write negatives as --translate=-0.1,0.2)")
+    parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="rotation angle in degrees")
+    parser.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
+                        help="accepted for compatibility with gen_images.py; StyleGAN3 has no noise inputs")
+    parser.add_argument("--outdir", default=None, metavar="DIR", help="directory for the PNGs (created)")
+    parser.add_argument("--grid", action="store_true", help="also write grid.png with all the seeds' images")
+    parser.add_argument("--grid-cols", type=int, default=None, metavar="N",
+                        help="columns of grid.png (default: about square)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per compiled forward pass (default 8)")
+
+    mix = parser.add_argument_group("style mixing (--style-mix)")
+    mix.add_argument("--style-mix", action="store_true",
+                     help="write style_mix.png: rows' ws with the --styles layers taken from the columns' seeds")
+    mix.add_argument("--rows", type=_range_arg, metavar="LIST", help="row seeds, e.g. '0-3'")
+    mix.add_argument("--cols", type=_range_arg, metavar="LIST", help="column seeds, e.g. '4-7'")
+    mix.add_argument("--styles", type=_range_arg, default=list(range(7)), metavar="LIST",
+                     help="ws layers copied from the column seeds (default '0-6')")
+
+    interp = parser.add_argument_group("interpolation (--interpolate)")
+    interp.add_argument("--interpolate", action="store_true",
+                        help="write a video moving through the --seeds in W space")
+    interp.add_argument("--frames", type=int, default=30, help="frames per transition between two seeds (default 30)")
+    interp.add_argument("--kind", choices=("linear", "slerp"), default="linear", help="interpolation in W space")
+    interp.add_argument("--loop", action="store_true", help="return to the first seed at the end")
+    interp.add_argument("--fps", type=float, default=30.0, help="video frame rate (default 30)")
+    interp.add_argument("--video", default=None, metavar="FILE",
+                        help="output .gif (Pillow) or .mp4 (needs imageio-ffmpeg); default OUTDIR/interpolation.gif")
+
+
+def _save_png(img: np.ndarray, path: Path) -> None:
+    _to_pil(img).save(path)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from stylegan_jax.apis.sampling import Sampler
+
+    # Validate the options before loading anything, so mistakes cost nothing.
+    if args.style_mix and args.interpolate:
+        raise ValueError("choose one of --style-mix and --interpolate")
+    if args.style_mix:
+        if args.rows is None or args.cols is None:
+            raise ValueError("--style-mix needs --rows and --cols (e.g. --rows 0-3 --cols 4-7)")
+    elif args.seeds is None:
+        raise ValueError("--seeds is required (e.g. --seeds 0-7)")
+    if args.interpolate and args.video is None and args.outdir is None:
+        raise ValueError("--interpolate needs --video FILE or --outdir DIR")
+    if not args.interpolate and args.outdir is None:
+        raise ValueError("--outdir is required")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+
+    s = Sampler.from_checkpoint(args.ckpt, step=args.step, which=args.network, batch_size=args.batch_size)
+    print(f"loaded {s} from {args.ckpt}")
+    if s.c_dim > 0 and args.class_idx is None:
+        raise ValueError(f"the generator is conditional (c_dim={s.c_dim}): pass --class K with K in 0..{s.c_dim - 1}")
+    if s.c_dim == 0 and args.class_idx is not None:
+        print(f"warning: --class {args.class_idx} ignored: the generator is unconditional", file=sys.stderr)
+        args.class_idx = None
+    outdir = Path(args.outdir) if args.outdir is not None else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+    common = dict(psi=args.psi, class_idx=args.class_idx, translate=args.translate, rotate=args.rotate)
+
+    if args.style_mix:
+        grid = s.style_mixing_grid(args.rows, args.cols, args.styles, **common)
+        grid.save(outdir / "style_mix.png")
+        print(f"wrote {outdir / 'style_mix.png'} ({len(args.rows)} rows x {len(args.cols)} columns, "
+              f"styles {args.styles})")
+        return
+
+    if args.interpolate:
+        frames = s.interpolate(args.seeds, frames_per_transition=args.frames, kind=args.kind, loop=args.loop,
+                               **common)
+        video = Path(args.video) if args.video is not None else outdir / "interpolation.gif"
+        s.save_video(frames, video, fps=args.fps)
+        print(f"wrote {video} ({len(frames)} frames)")
+        return
+
+    imgs = s.images(args.seeds, truncation_cutoff=args.cutoff, noise_mode=args.noise_mode, **common)
+    for seed, img in zip(args.seeds, imgs, strict=True):
+        _save_png(img, outdir / f"seed{seed:04d}.png")
+    print(f"wrote {len(imgs)} image(s) seed{args.seeds[0]:04d}.png ... to {outdir}")
+    if args.grid:
+        s.grid(imgs, cols=args.grid_cols).save(outdir / "grid.png")
+        print(f"wrote {outdir / 'grid.png'}")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``stylegan-jax generate``; returns the exit status (errors are reported on stderr, status 1)."""
+    from stylegan_jax.checkpoint import CheckpointError
+
+    try:
+        _run(args)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
+        print(f"stylegan-jax generate: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,579 @@
+"""Sampling from a trained (or converted) generator: seeds -> images, grids, style mixing, interpolation videos.
+
+The notebook path is three lines::
+
+    from stylegan_jax.apis.sampling import Sampler
+    s = Sampler.from_checkpoint("runs/quickstart")      # or Sampler(G, variables)
+    s.show(s.images(seeds=[0, 1, 2], psi=0.7))           # uint8 [N, H, W, C]; s.grid(imgs, cols=4) -> PIL.Image
+
+Conventions follow the official StyleGAN3 scripts so that a seed names the same image here and there:
+
+* seed -> ``z = np.random.RandomState(seed).randn(1, z_dim)`` (float64 normal draws, cast to float32 by the
+  mapping network);
+* ``translate`` / ``rotate`` build the forward similarity transform of ``gen_images.py`` and hand its *inverse*
+  to the synthesis input (``synthesis.input.transform`` semantics);
+* ``class_idx`` -> one-hot label; ``psi`` truncates towards ``w_avg`` like ``G(z, c, truncation_psi=psi)``;
+* images are converted to uint8 exactly like the official scripts
+  (:func:`stylegan_jax.apis.postprocessing.denormalize`).
+
+StyleGAN3 has no noise inputs, so the official ``noise_mode`` argument is accepted and ignored.
+
+Every call goes through two jit-compiled functions (mapping and synthesis) kept on the ``Sampler`` and shared
+between Samplers of the same architecture; inputs are processed in chunks of ``batch_size`` with the last chunk
+padded, so a Sampler compiles once per chunk size rather than once per request size.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import PIL.Image
+
+from stylegan_jax.apis.postprocessing import denormalize
+
+__all__ = [
+    "Sampler",
+    "image_grid",
+    "make_transform",
+    "parse_range",
+    "parse_vec2",
+    "save_video",
+    "show",
+    "slerp",
+    "z_from_seeds",
+]
+
+Seeds = int | str | Iterable[int]
+NOISE_MODES = ("const", "random", "none")
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seeds, ranges, transforms.
+
+
+def parse_range(spec: Seeds) -> list[int]:
+    """``"0-7,10"`` -> ``[0, 1, ..., 7, 10]`` (inclusive ranges, the official scripts' syntax).
+
+    Integers and iterables of integers are passed through as a list, so APIs can take either form.
+    """
+    if isinstance(spec, bool):
+        raise TypeError("parse_range: expected a range string or integers, got a bool")
+    if isinstance(spec, int | np.integer):
+        return [int(spec)]
+    if not isinstance(spec, str):
+        out = []
+        for x in spec:
+            if isinstance(x, bool) or not isinstance(x, int | np.integer):
+                raise TypeError(f"parse_range: expected integers, got {x!r}")
+            out.append(int(x))
+        return out
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"parse_range: empty element in {spec!r}")
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError(f"parse_range: descending range {part!r} in {spec!r}")
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            out.append(int(part))
+        else:
+            raise ValueError(f"parse_range: cannot parse {part!r} in {spec!r} (expected e.g. '0-7,10')")
+    return out
+
+
+def parse_vec2(spec: str | Sequence[float]) -> tuple[float, float]:
+    """``"0.1,-0.05"`` -> ``(0.1, -0.05)``; a pair is passed through."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    if len(parts) != 2:
+        raise ValueError(f"expected two numbers 'X,Y', got {spec!r}")
+    try:
+        return float(parts[0]), float(parts[1])
+    except (TypeError, ValueError):
+        raise ValueError(f"expected two numbers 'X,Y', got {spec!r}") from None
+
+
+def z_from_seeds(seeds: Seeds, z_dim: int) -> np.ndarray:
+    """Latents ``[N, z_dim]`` (float64), row ``i`` = ``np.random.RandomState(seeds[i]).randn(1, z_dim)``."""
+    seeds = parse_range(seeds)
+    for s in seeds:
+        # RandomState accepts exactly the 32-bit unsigned range; say so instead of numpy's terse message.
+        if not 0 <= s < 2**32:
+            raise ValueError(f"seed {s} is out of range: seeds must be integers in [0, 2**32)")
+    if not seeds:
+        return np.zeros((0, z_dim), np.float64)
+    return np.concatenate([np.random.RandomState(s).randn(1, z_dim) for s in seeds], axis=0)
+
+
+def make_transform(translate: Sequence[float] = (0.0, 0.0), angle_deg: float = 0.0) -> np.ndarray:
+    """The matrix for the synthesis input's ``transform``: the *inverse* of the image-space similarity that
+    rotates by ``angle_deg`` and translates by ``translate`` (in units of the image size: 1 = full width).
+
+    The forward matrix is the one ``gen_images.py`` builds, ``[[c, s, tx], [-s, c, ty], [0, 0, 1]]``; the
+    network expects its inverse (so that it never inverts a matrix itself). float64 ``[3, 3]``.
+    """
+    tx, ty = parse_vec2(translate)
+    a = math.radians(float(angle_deg))
+    c, s = math.cos(a), math.sin(a)
+    forward = np.array([[c, s, tx], [-s, c, ty], [0.0, 0.0, 1.0]], np.float64)
+    return np.linalg.inv(forward)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float, axis: int = -1, eps: float = 1e-7) -> np.ndarray:
+    """Spherical interpolation between vectors ``a`` and ``b`` along ``axis`` (not normalised: the result's
+    norm moves from ``|a|`` to ``|b|``); falls back to linear interpolation where they are (anti)parallel or zero."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    na = np.linalg.norm(a, axis=axis, keepdims=True)
+    nb = np.linalg.norm(b, axis=axis, keepdims=True)
+    cos = np.sum(a * b, axis=axis, keepdims=True) / np.maximum(na * nb, eps)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    sin = np.sin(omega)
+    degenerate = (sin < eps) | (na < eps) | (nb < eps)
+    safe = np.where(degenerate, 1.0, sin)
+    wa = np.where(degenerate, 1.0 - t, np.sin((1.0 - t) * omega) / safe)
+    wb = np.where(degenerate, t, np.sin(t * omega) / safe)
+    return wa * a + wb * b
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Images: grids, display, video.
+
+
+def _as_uint8_nhwc(images: Any) -> np.ndarray:
+    if isinstance(images, PIL.Image.Image):
+        images = np.asarray(images)
+    if isinstance(images, list | tuple):
+        images = np.stack([np.asarray(x) for x in images])
+    x = np.asarray(images)
+    if x.dtype != np.uint8:
+        raise TypeError(f"expected uint8 images [N, H, W, C] (e.g. from Sampler.images), got dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x[None, :, :, None]
+    elif x.ndim == 3:
+        x = x[None] if x.shape[-1] in (1, 3, 4) else x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected images [N, H, W, C] with C in (1, 3, 4), got shape {x.shape}")
+    return x
+
+
+def _to_pil(img: np.ndarray) -> PIL.Image.Image:
+    """One uint8 HWC image -> PIL, grey images as mode 'L'."""
+    if img.shape[-1] == 1:
+        return PIL.Image.fromarray(img[..., 0], "L")
+    return PIL.Image.fromarray(img, "RGB" if img.shape[-1] == 3 else "RGBA")
+
+
+def image_grid(images: Any, cols: int | None = None, pad: int = 0) -> PIL.Image.Image:
+    """Lay uint8 images ``[N, H, W, C]`` out row-major in ``cols`` columns (default ``ceil(sqrt(N))``), with
+    ``pad`` black pixels between cells; empty trailing cells are black."""
+    x = _as_uint8_nhwc(images)
+    n, h, w, c = x.shape
+    if n == 0:
+        raise ValueError("image_grid: no images")
+    cols = int(cols) if cols else math.ceil(math.sqrt(n))
+    if cols < 1:
+        raise ValueError(f"image_grid: cols must be >= 1, got {cols}")
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = x[i]
+    return _to_pil(canvas)
+
+
+def show(images: Any, cols: int | None = None) -> PIL.Image.Image | None:
+    """Show a grid of uint8 images. In IPython / Jupyter the grid is displayed inline and ``None`` is returned
+    (so the cell does not render it twice); elsewhere the grid is returned as a PIL image, nothing is opened."""
+    grid = images if isinstance(images, PIL.Image.Image) else image_grid(images, cols)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return grid
+    if get_ipython() is None:
+        return grid
+    display(grid)
+    return None
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def save_video(frames: Any, path: str | Path, fps: float = 30.0) -> Path:
+    """Write uint8 frames ``[F, H, W, C]`` to ``path``: ``.gif`` with Pillow (looping), ``.mp4`` / ``.mov`` /
+    ``.mkv`` / ``.webm`` / ``.avi`` with imageio's ffmpeg plugin (``pip install imageio imageio-ffmpeg``).
+
+    Raises ``RuntimeError`` saying what to install when a video format is asked for without ffmpeg support, and
+    ``ValueError`` for other suffixes.
+    """
+    path = Path(path)
+    x = _as_uint8_nhwc(frames)
+    if x.shape[0] == 0:
+        raise ValueError("save_video: no frames")
+    if fps <= 0:
+        raise ValueError(f"save_video: fps must be positive, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pil = [_to_pil(f) for f in x]
+        # GIF stores delays in centiseconds; Pillow takes milliseconds and rounds down to 10 ms.
+        pil[0].save(path, save_all=True, append_images=pil[1:], duration=max(int(round(1000 / fps)), 10), loop=0,
+                    optimize=False)
+        return path
+    if suffix in VIDEO_SUFFIXES:
+        try:
+            import imageio.v2 as imageio
+            import imageio_ffmpeg  # noqa: F401  (imageio's ffmpeg plugin needs it; fail here with a clear message)
+        except ImportError as e:
+            raise RuntimeError(
+                f"writing {suffix} videos needs imageio with its ffmpeg plugin ({e.name} is not installed): "
+                "pip install imageio imageio-ffmpeg  -- or write a .gif, which only needs Pillow") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        # macro_block_size=1: do not let imageio resize frames; StyleGAN resolutions are even, which yuv420p needs.
+        with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
+            for f in x:
+                writer.append_data(f[..., :3])
+        return path
+    raise ValueError(f"save_video: unsupported file type {path.suffix!r}; use .gif or one of {VIDEO_SUFFIXES}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compiled forward passes, shared by Samplers of the same architecture.
+
+_COMPILED: dict[str, dict[str, Callable]] = {}
+_COMPILED_MAX = 8
+
+
+def _compiled_fns(G: Any) -> dict[str, Callable]:
+    # jax.jit caches per function object, so rebuilding the lambdas for every Sampler would recompile every time a
+    # checkpoint is reloaded (each CLI call, each notebook re-run). The module's repr lists every field, so it
+    # identifies the architecture (flax modules with dict fields are not hashable).
+    key = repr(G)
+    fns = _COMPILED.get(key)
+    if fns is None:
+        fns = {
+            # psi == 1 takes the exact no-truncation path (ws untouched), like the official mapping.
+            "map": jax.jit(lambda v, z, c: G.apply(v, z, c, 1.0, None, method=G.map)),
+            # psi traced (one compile for every psi value), cutoff static.
+            "map_trunc": jax.jit(lambda v, z, c, psi, cutoff: G.apply(v, z, c, psi, cutoff, method=G.map),
+                                 static_argnums=4),
+            "synthesize": jax.jit(lambda v, ws, t: G.apply(v, ws, t, method=G.synthesize)),
+        }
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = fns
+    return fns
+
+
+def _chunked(fn: Callable[..., Any], batch_size: int, *arrays: np.ndarray | None) -> np.ndarray:
+    """``fn(*chunk)`` over chunks of ``batch_size`` rows (axis 0) of the arrays (``None`` passed through),
+    concatenated. The last chunk is padded by repeating its last row, so only one batch shape is ever compiled
+    for a given ``min(batch_size, N)``."""
+    n = next(a.shape[0] for a in arrays if a is not None)
+    if n == 0:
+        raise ValueError("nothing to generate: empty batch")
+    b = max(1, min(batch_size, n))
+    outs = []
+    for start in range(0, n, b):
+        stop = min(start + b, n)
+        chunk = []
+        for a in arrays:
+            if a is None:
+                chunk.append(None)
+                continue
+            part = a[start:stop]
+            if stop - start < b:
+                part = np.concatenate([part, np.repeat(part[-1:], b - (stop - start), axis=0)], axis=0)
+            chunk.append(part)
+        outs.append(np.asarray(fn(*chunk))[: stop - start])
+    return np.concatenate(outs, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The sampler.
+
+
+class Sampler:
+    """Generate images from a StyleGAN3 generator ``G`` (``stylegan_jax.networks.stylegan3.Generator``) and its
+    variables ``{'params', 'ema', 'buffers'}``.
+
+    Args:
+      G: the generator module (unbound).
+      variables: its variables (NumPy or JAX arrays); placed on the default device once.
+      batch_size: rows per compiled forward pass; larger requests are processed in chunks.
+    """
+
+    def __init__(self, G: Any, variables: dict, batch_size: int = 8):
+        for collection in ("params", "ema", "buffers"):
+            if collection not in variables:
+                raise ValueError(f"Sampler: variables lack the {collection!r} collection (have {sorted(variables)})")
+        if batch_size < 1:
+            raise ValueError(f"Sampler: batch_size must be >= 1, got {batch_size}")
+        self.G = G
+        self.variables = jax.device_put({k: variables[k] for k in ("params", "ema", "buffers")})
+        self.batch_size = int(batch_size)
+        self._fns = _compiled_fns(G)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, step: int | None = None, which: str = "G_ema", impl: str = "fast",
+                        batch_size: int = 8) -> Sampler:
+        """Load the generator of a checkpoint written by ``stylegan-jax train`` or ``stylegan-jax convert``
+        (a workdir, its ``checkpoints`` directory, or one step directory). Raises ``CheckpointError``."""
+        from stylegan_jax.checkpoint import load_generator
+
+        G, variables = load_generator(path, step=step, impl=impl, which=which)
+        return cls(G, variables, batch_size=batch_size)
+
+    # --- model facts ---------------------------------------------------------------------------------------
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.G.z_dim)
+
+    @property
+    def c_dim(self) -> int:
+        return int(self.G.c_dim)
+
+    @property
+    def w_dim(self) -> int:
+        return int(self.G.w_dim)
+
+    @property
+    def num_ws(self) -> int:
+        return int(self.G.num_ws)
+
+    @property
+    def img_resolution(self) -> int:
+        return int(self.G.img_resolution)
+
+    @property
+    def img_channels(self) -> int:
+        return int(self.G.img_channels)
+
+    @property
+    def w_avg(self) -> np.ndarray:
+        """The truncation centre ``[w_dim]``."""
+        return np.asarray(self.variables["ema"]["mapping"]["w_avg"])
+
+    # --- labels --------------------------------------------------------------------------------------------
+
+    def labels(self, n: int, class_idx: int | None = None) -> np.ndarray | None:
+        """One-hot labels ``[n, c_dim]`` for ``class_idx`` (``None`` for an unconditional generator).
+
+        Raises ``ValueError`` for a conditional generator without ``class_idx`` or an index out of range;
+        warns (like ``gen_images.py``) and ignores ``class_idx`` for an unconditional one.
+        """
+        if self.c_dim == 0:
+            if class_idx is not None:
+                warnings.warn(f"class_idx={class_idx} ignored: the generator is unconditional (c_dim=0)", stacklevel=3)
+            return None
+        if class_idx is None:
+            raise ValueError(f"the generator is conditional (c_dim={self.c_dim}): a class label is required "
+                             f"(class_idx / --class, 0..{self.c_dim - 1})")
+        if isinstance(class_idx, bool) or not isinstance(class_idx, int | np.integer):
+            raise TypeError(f"class_idx must be an integer, got {class_idx!r}")
+        if not 0 <= class_idx < self.c_dim:
+            raise ValueError(f"class_idx={class_idx} is out of range for c_dim={self.c_dim} (0..{self.c_dim - 1})")
+        c = np.zeros((n, self.c_dim), np.float32)
+        c[:, int(class_idx)] = 1
+        return c
+
+    def _resolve_c(self, n: int, c: Any, class_idx: int | None) -> np.ndarray | None:
+        if c is None:
+            return self.labels(n, class_idx)
+        if class_idx is not None:
+            raise ValueError("pass either c or class_idx, not both")
+        if self.c_dim == 0:
+            return None
+        c = np.asarray(c, np.float32)
+        if c.ndim == 1:
+            c = np.broadcast_to(c, (n, c.shape[0]))
+        if c.shape != (n, self.c_dim):
+            raise ValueError(f"c must have shape [{n}, {self.c_dim}] (or [{self.c_dim}]), got {c.shape}")
+        return c
+
+    # --- latents -------------------------------------------------------------------------------------------
+
+    def z_from_seeds(self, seeds: Seeds) -> np.ndarray:
+        """``[N, z_dim]`` latents of the official seed convention."""
+        return z_from_seeds(seeds, self.z_dim)
+
+    def ws_from_z(self, z: Any, c: Any = None, psi: float = 1.0, truncation_cutoff: int | None = None,
+                  class_idx: int | None = None) -> np.ndarray:
+        """Mapping: ``z [N, z_dim]`` (+ labels) -> ``ws [N, num_ws, w_dim]`` (float32), truncated by ``psi``."""
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape [N, {self.z_dim}], got {z.shape}")
+        c = self._resolve_c(z.shape[0], c, class_idx)
+        if truncation_cutoff is not None:
+            truncation_cutoff = int(truncation_cutoff)
+        if float(psi) == 1.0:
+            return _chunked(lambda z_, c_: self._fns["map"](self.variables, z_, c_), self.batch_size, z, c)
+        psi_arr = jnp.float32(psi)
+        return _chunked(lambda z_, c_: self._fns["map_trunc"](self.variables, z_, c_, psi_arr, truncation_cutoff),
+                        self.batch_size, z, c)
+
+    def ws_from_seeds(self, seeds: Seeds, psi: float = 1.0, class_idx: int | None = None,
+                      truncation_cutoff: int | None = None) -> np.ndarray:
+        """``ws [N, num_ws, w_dim]`` of the seeds (official z convention), truncated by ``psi``."""
+        return self.ws_from_z(self.z_from_seeds(seeds), psi=psi, truncation_cutoff=truncation_cutoff,
+                              class_idx=class_idx)
+
+    # --- synthesis -----------------------------------------------------------------------------------------
+
+    def synthesize(self, ws: Any, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0,
+                   to_uint8: bool = True, transform: Any = None) -> np.ndarray:
+        """``ws [N, num_ws, w_dim]`` -> uint8 images ``[N, H, W, C]`` (or, with ``to_uint8=False``, the
+        generator's float32 NCHW output).
+
+        The input transform is :func:`make_transform` ``(translate, rotate)`` unless an explicit ``transform``
+        (the 3x3 inverse matrix) is given. It is always passed explicitly, as ``gen_images.py`` always writes
+        it, so a matrix left in the checkpoint's buffers does not leak into the images.
+        """
+        ws = np.asarray(ws, np.float32)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
+        t = make_transform(translate, rotate) if transform is None else np.asarray(transform, np.float64)
+        if t.shape != (3, 3):
+            raise ValueError(f"transform must be a 3x3 matrix, got shape {t.shape}")
+        t = jnp.asarray(t, jnp.float32)
+        imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, t), self.batch_size, ws)
+        return denormalize(imgs) if to_uint8 else imgs
+
+    def images_from_z(self, z: Any, c: Any = None, psi: float = 1.0, translate: Sequence[float] = (0.0, 0.0),
+                      rotate: float = 0.0, noise_mode: str | None = None, truncation_cutoff: int | None = None,
+                      class_idx: int | None = None, to_uint8: bool = True) -> np.ndarray:
+        """``G(z, c, psi)`` with the input transform of ``(translate, rotate)``: uint8 ``[N, H, W, C]``, or the
+        float32 NCHW generator output with ``to_uint8=False``. ``noise_mode`` is accepted for compatibility with
+        the official API and ignored (StyleGAN3 has no noise inputs)."""
+        if noise_mode is not None and noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = self.ws_from_z(z, c, psi, truncation_cutoff, class_idx)
+        return self.synthesize(ws, translate, rotate, to_uint8=to_uint8)
+
+    def images(self, seeds: Seeds, psi: float = 1.0, class_idx: int | None = None,
+               translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0, truncation_cutoff: int | None = None,
+               noise_mode: str | None = None) -> np.ndarray:
+        """uint8 images ``[N, H, W, C]`` of the seeds (a list, a range or a string like ``"0-7,10"``), exactly
+        as ``gen_images.py --seeds ... --trunc psi --class K --translate X,Y --rotate DEG`` would write them."""
+        return self.images_from_z(self.z_from_seeds(seeds), psi=psi, translate=translate, rotate=rotate,
+                                  noise_mode=noise_mode, truncation_cutoff=truncation_cutoff, class_idx=class_idx)
+
+    # --- style mixing --------------------------------------------------------------------------------------
+
+    def _check_styles(self, col_styles: Seeds) -> list[int]:
+        styles = sorted(set(parse_range(col_styles)))
+        bad = [s for s in styles if not 0 <= s < self.num_ws]
+        if not styles or bad:
+            raise ValueError(f"col_styles must be a non-empty set of layer indices in 0..{self.num_ws - 1} "
+                             f"(this generator has {self.num_ws} ws), got {list(parse_range(col_styles))}")
+        return styles
+
+    def style_mix(self, row_seeds: Seeds, col_seeds: Seeds, col_styles: Seeds = range(0, 7), psi: float = 1.0,
+                  class_idx: int | None = None, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Style mixing: for each (row, column) pair, the row seed's ws with the layers ``col_styles`` replaced by
+        the column seed's.
+
+        Returns uint8 ``(row_images [R, H, W, C], col_images [K, H, W, C], mixed [R, K, H, W, C])``.
+        """
+        rows, cols = parse_range(row_seeds), parse_range(col_seeds)
+        if not rows or not cols:
+            raise ValueError("style mixing needs at least one row seed and one column seed")
+        styles = self._check_styles(col_styles)
+        ws_rows = self.ws_from_seeds(rows, psi, class_idx)
+        ws_cols = self.ws_from_seeds(cols, psi, class_idx)
+        mixed = np.repeat(ws_rows[:, None], len(cols), axis=1)  # [R, K, num_ws, w_dim]
+        mixed[:, :, styles] = ws_cols[None, :, styles]
+        all_ws = np.concatenate([ws_rows, ws_cols, mixed.reshape(-1, self.num_ws, self.w_dim)])
+        imgs = self.synthesize(all_ws, translate, rotate)
+        r, k = len(rows), len(cols)
+        return imgs[:r], imgs[r:r + k], imgs[r + k:].reshape(r, k, *imgs.shape[1:])
+
+    def style_mixing_grid(self, row_seeds: Seeds, col_seeds: Seeds, col_styles: Seeds = range(0, 7),
+                          psi: float = 1.0, class_idx: int | None = None, translate: Sequence[float] = (0.0, 0.0),
+                          rotate: float = 0.0) -> PIL.Image.Image:
+        """The official style-mixing figure: a ``(R + 1) x (K + 1)`` grid whose first row shows the column
+        sources, first column the row sources (top-left cell black), and cell (i, j) the row seed ``i`` with the
+        layers ``col_styles`` taken from column seed ``j``."""
+        row_imgs, col_imgs, mixed = self.style_mix(row_seeds, col_seeds, col_styles, psi, class_idx, translate,
+                                                   rotate)
+        r, k, h, w, c = mixed.shape
+        cells = np.zeros((r + 1, k + 1, h, w, c), np.uint8)
+        cells[0, 1:] = col_imgs
+        cells[1:, 0] = row_imgs
+        cells[1:, 1:] = mixed
+        return image_grid(cells.reshape(-1, h, w, c), cols=k + 1)
+
+    # --- interpolation -------------------------------------------------------------------------------------
+
+    def interpolate(self, seeds: Seeds, frames_per_transition: int = 30, kind: str = "linear", psi: float = 1.0,
+                    class_idx: int | None = None, loop: bool = False, translate: Sequence[float] = (0.0, 0.0),
+                    rotate: float = 0.0) -> np.ndarray:
+        """uint8 frames ``[F, H, W, C]`` moving through the seeds' ws (after truncation) in W space.
+
+        ``kind='linear'`` interpolates linearly; ``'slerp'`` spherically around ``w_avg`` (the truncation
+        centre), which keeps the distance from the average roughly constant between keyframes. Frame
+        ``i * frames_per_transition`` is exactly keyframe ``i``; without ``loop`` the last frame is the last
+        seed (``F = (K - 1) * frames_per_transition + 1``), with ``loop`` the path returns towards the first
+        seed (``F = K * frames_per_transition``, ready to repeat).
+        """
+        keys = parse_range(seeds)
+        if len(keys) < 2:
+            raise ValueError(f"interpolation needs at least two seeds, got {keys}")
+        if frames_per_transition < 1:
+            raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
+        if kind not in ("linear", "slerp"):
+            raise ValueError(f"kind must be 'linear' or 'slerp', got {kind!r}")
+        key_ws = self.ws_from_seeds(keys, psi, class_idx).astype(np.float64)
+        w_avg = self.w_avg.astype(np.float64)
+        pairs = list(zip(key_ws[:-1], key_ws[1:], strict=True))
+        if loop:
+            pairs.append((key_ws[-1], key_ws[0]))
+        frames = []
+        for a, b in pairs:
+            frames.append(a)  # exact keyframe, not a float round trip through the interpolation formula
+            for i in range(1, frames_per_transition):
+                t = i / frames_per_transition
+                if kind == "linear":
+                    frames.append((1 - t) * a + t * b)
+                else:
+                    frames.append(w_avg + slerp(a - w_avg, b - w_avg, t))
+        if not loop:
+            frames.append(key_ws[-1])
+        return self.synthesize(np.stack(frames).astype(np.float32), translate, rotate)
+
+    # --- display -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def grid(images: Any, cols: int | None = None, pad: int = 0) -> PIL.Image.Image:
+        """See :func:`image_grid`."""
+        return image_grid(images, cols, pad)
+
+    @staticmethod
+    def show(images: Any, cols: int | None = None) -> PIL.Image.Image | None:
+        """See :func:`show`."""
+        return show(images, cols)
+
+    @staticmethod
+    def save_video(frames: Any, path: str | Path, fps: float = 30.0) -> Path:
+        """See :func:`save_video`."""
+        return save_video(frames, path, fps)
+
+    def __repr__(self) -> str:
+        return (f"Sampler({self.img_resolution}x{self.img_resolution}x{self.img_channels}, z_dim={self.z_dim}, "
+                f"c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, batch_size={self.batch_size})")
