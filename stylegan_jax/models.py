@@ -35,15 +35,29 @@ def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: i
                      mapping_layers=mapping_layers, synthesis_kwargs=kw)
 
 
-def generator_config(G: Generator) -> dict:
+def generator_config(G) -> dict:
     """JSON-serialisable description of a generator's architecture (inverse of generator_from_config)."""
+    from stylegan_jax.networks.stylegan2 import STYLEGAN2_FIELDS, StyleGAN2Generator
+
+    if isinstance(G, StyleGAN2Generator):
+        return {"class": "stylegan2.Generator", "kwargs": {f: getattr(G, f) for f in STYLEGAN2_FIELDS}}
     cfg = {f: getattr(G, f) for f in _GENERATOR_FIELDS}
     cfg["synthesis_kwargs"] = {k: v for k, v in dict(G.synthesis_kwargs or {}).items() if k != "impl"}
     return {"class": "stylegan3.Generator", "kwargs": cfg}
 
 
-def generator_from_config(config: dict, impl: str = "fast") -> Generator:
-    """Rebuild a generator from :func:`generator_config` output."""
+def generator_from_config(config: dict, impl: str = "fast"):
+    """Rebuild a generator (StyleGAN3 or StyleGAN2) from :func:`generator_config` output."""
+    if isinstance(config, dict) and config.get("class") == "stylegan2.Generator":
+        from stylegan_jax.networks.discriminator import as_filter_spec
+        from stylegan_jax.networks.stylegan2 import STYLEGAN2_FIELDS, StyleGAN2Generator
+
+        kwargs = dict(config["kwargs"])
+        unknown = set(kwargs) - set(STYLEGAN2_FIELDS)
+        if unknown:
+            raise ValueError(f"generator config has unknown fields {sorted(unknown)}")
+        kwargs["resample_filter"] = as_filter_spec(kwargs.get("resample_filter", (1, 3, 3, 1)))
+        return StyleGAN2Generator(**kwargs)
     if not isinstance(config, dict) or config.get("class") != "stylegan3.Generator":
         raise ValueError(f"not a stylegan3 generator config: {str(config)[:200]}")
     kwargs = dict(config["kwargs"])

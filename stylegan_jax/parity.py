@@ -115,7 +115,10 @@ def check_generator(fx: Fixture, atol: float = DEFAULT_ATOL, impl: str = "fast",
 
 # Checks by what the fixture holds. Later components (discriminator, losses) register here.
 CHECKS: list[tuple[str, Callable[[Fixture], bool], Callable[..., list[Result]]]] = [
-    ("generator", lambda fx: "G_kwargs" in fx.meta and fx.has("in/z") and not fx.meta.get("loss"), check_generator),
+    ("generator",
+     lambda fx: ("G_kwargs" in fx.meta and fx.has("in/z") and fx.has("out/ws")
+                 and "stylegan3" in fx.meta.get("official_class", "training.networks_stylegan3.Generator")),
+     check_generator),
 ]
 
 
@@ -125,7 +128,7 @@ def register_check(name: str, applies: Callable[[Fixture], bool], run: Callable[
 
 def _load_optional_checks() -> None:
     # Discriminator and loss checks live with their components; import them if present.
-    for module in ("stylegan_jax.parity_checks",):
+    for module in ("stylegan_jax.parity_checks", "stylegan_jax.parity_sg2"):
         try:
             __import__(module)
         except ModuleNotFoundError as e:

@@ -10,6 +10,7 @@ from stylegan_jax.convert.official_pickle import (
     UnsafePickleError,
     load_official_pickle,
 )
+from stylegan_jax.convert.stylegan2 import convert_stylegan2_generator
 
 __all__ = [
     "ConversionError",
@@ -17,6 +18,7 @@ __all__ = [
     "UnsafePickleError",
     "convert_discriminator",
     "convert_generator",
+    "convert_stylegan2_generator",
     "load_official_pickle",
     "strip_prefix",
 ]
