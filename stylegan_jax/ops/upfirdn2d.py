@@ -19,8 +19,10 @@ Two implementations compute the same thing:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -100,7 +102,7 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, ga
     return _depthwise(x, f[:, None], (downy, 1))
 
 
-def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
+def _fir_axis_impl(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
     """One axis of upfirdn with a correlation kernel ``g`` (NumPy, already flipped and scaled).
 
     Handles ``up > 1, down == 1`` (polyphase upsampling) and ``up == 1`` (strided filtering).
@@ -166,6 +168,35 @@ def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int,
     shape[axis] = num_q * up
     y = y.reshape(shape)
     return take(y, 0, out_len)
+
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
+def _fir_axis(x: jnp.ndarray, g: tuple[float, ...], axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
+    return _fir_axis_impl(x, np.asarray(g, np.float32), axis, up, down, p0, p1)
+
+
+def _fir_axis_fwd(x, g, axis, up, down, p0, p1):
+    return _fir_axis(x, g, axis, up, down, p0, p1), x.shape[axis]
+
+
+def _fir_axis_bwd(g, axis, up, down, p0, p1, n, dy):
+    # The transpose of "zero-insert by up, pad (p0, p1), correlate with g, keep every down-th" is
+    # "zero-insert by down, pad (K-1-p0, ...), correlate with reversed g, keep every up-th": the same
+    # op with up and down swapped, so the gradient runs on the same polyphase fast path.
+    k = len(g)
+    m = dy.shape[axis]
+    q0 = k - 1 - p0
+    q1 = (n - 1) * up + k - m * down - q0
+    return (_fir_axis_impl(dy, np.asarray(g[::-1], np.float32), axis, down, up, q0, q1),)
+
+
+_fir_axis.defvjp(_fir_axis_fwd, _fir_axis_bwd)
+
+
+def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
+    """One axis of upfirdn with correlation kernel ``g`` (NumPy), with a fast custom gradient."""
+    return _fir_axis(x, tuple(float(v) for v in g), axis, up, down, p0, p1)
 
 
 def upfirdn2d(
