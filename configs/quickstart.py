@@ -9,19 +9,19 @@ def get_config():
     c.model.z_dim = 64
     c.model.w_dim = 64
     c.model.mapping_layers = 2
-    c.model.channel_base = 4096
-    c.model.channel_max = 64
-    c.model.d_channel_base = 2048
-    c.model.d_channel_max = 64
+    c.model.channel_base = 1024
+    c.model.channel_max = 32
+    c.model.d_channel_base = 1024
+    c.model.d_channel_max = 32
     c.data.source = "synthetic"
     c.data.resolution = 32
     c.train.batch_size = 16
-    c.train.total_kimg = 8
+    c.train.total_kimg = 6
     c.train.r1_gamma = 0.05          # gamma ~ resolution^2: 2 * (32 / 256)^2 ~ 0.03
     c.train.d_reg_interval = 4
     c.train.ema_rampup = 0.05
     c.log.tick_kimg = 0.5
-    c.log.image_kimg = 2.0
-    c.log.checkpoint_kimg = 2.0
+    c.log.image_kimg = 1.0
+    c.log.checkpoint_kimg = 1.0
     c.log.grid_size = 6
     return c
