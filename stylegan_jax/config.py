@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                # Global batch over all devices and hosts.
-    c.train.total_kimg = 25000             # Training length in thousands of real images shown to D.
+    c.train.total_kimg = 25000.0           # Training length in thousands of real images shown to D.
     c.train.g_lr = 0.0025                  # Generator Adam learning rate.
     c.train.d_lr = 0.002                   # Discriminator Adam learning rate.
     c.train.betas = (0.0, 0.99)            # Adam betas.

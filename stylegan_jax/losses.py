@@ -1,7 +1,13 @@
 """GAN losses of StyleGAN2/3 training, as pure functions of logits and of a discriminator apply function.
 
-All losses are returned per sample (shape ``[N]`` or ``[N, 1]`` like the logits); the official training
-loop back-propagates the batch mean of each term, so callers take ``.mean()``.
+Two levels:
+
+- per-sample terms (``g_nonsaturating_loss``, ``d_logistic_loss``, ``r1_penalty``): shape ``[N]`` or
+  ``[N, 1]`` like the logits; the official training loop back-propagates the batch mean of each term;
+- the three training phases of the official ``StyleGAN2Loss.accumulate_gradients`` (``g_main_loss``,
+  ``d_main_loss``, ``d_reg_loss``): scalar batch means as pure functions of the networks' variables,
+  the batch and an rng, ready for ``jax.value_and_grad``. They include the options the official loss
+  has beyond StyleGAN3's defaults (style mixing, the discriminator blur of the R config), off by default.
 
 ``d_apply`` arguments are callables ``d_apply(img, c) -> logits [N, 1]`` with the discriminator's
 variables closed over, e.g. ``lambda img, c: D.apply(variables, img, c)``.
@@ -9,10 +15,17 @@ variables closed over, e.g. ``lambda img, c: D.apply(variables, img, c)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from stylegan_jax.ops.upfirdn2d import upfirdn2d
 
 DApply = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -61,4 +74,172 @@ def r1_penalty(d_apply: DApply, img: jnp.ndarray, c: jnp.ndarray, gamma: float) 
     return r1_penalty_from_grad(grad, gamma)
 
 
-__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "r1_grad", "r1_penalty", "r1_penalty_from_grad"]
+# ----------------------------------------------------------------------------------------------------
+# Phase losses of the official StyleGAN2Loss (NVlabs/stylegan3 training/loss.py), as pure functions.
+#
+# Variables: the generator's are ``{'params', 'ema', 'buffers'}`` (see networks/stylegan3.py); the phase
+# losses take ``g_params`` separately from ``g_state = {'ema': ..., 'buffers': ...}`` so that
+# ``jax.value_and_grad(..., argnums=<params>)`` differentiates exactly the trainable weights. The
+# discriminator's variables are ``{'params': ...}`` only.
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """Hyperparameters of the phase losses (official ``StyleGAN2Loss`` kwargs), hashable and static under jit."""
+
+    r1_gamma: float = 10.0           # R1 weight (official constructor default 10; train.py --gamma sets it).
+    style_mixing_prob: float = 0.0   # Mixing regularization probability; official StyleGAN3 0, StyleGAN2 cfg 0.9.
+    blur_init_sigma: float = 0.0     # D input blur sigma at kimg 0 (official StyleGAN3-R: 10, T: 0).
+    blur_fade_kimg: float = 0.0      # Blur fades linearly to 0 over this many kimg (R: batch * 200 / 32); 0 = no blur.
+
+
+def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
+    """The official blur schedule ``max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0) * blur_init_sigma`` (0 when
+    ``blur_fade_kimg <= 0``). ``cur_nimg`` may be traced (it lives in the train state)."""
+    if opts.blur_fade_kimg <= 0 or opts.blur_init_sigma <= 0:
+        return jnp.zeros((), jnp.float32)
+    frac = 1 - jnp.asarray(cur_nimg, jnp.float32) / (opts.blur_fade_kimg * 1e3)
+    return jnp.maximum(frac, 0) * opts.blur_init_sigma
+
+
+def blur_images(img: jnp.ndarray, sigma: jnp.ndarray | float, max_sigma: float) -> jnp.ndarray:
+    """The discriminator-input blur of the official ``run_D`` on NCHW images.
+
+    Official taps: ``2 ** -(x / sigma)^2`` for ``x = -floor(3 sigma) .. floor(3 sigma)``, normalised, applied
+    separably with zero padding (same-size output); no blur when ``floor(3 sigma) == 0``. ``sigma`` changes
+    every step, so it is traced: the kernel has the static length of ``max_sigma`` (the initial sigma) and
+    taps beyond the current ``floor(3 sigma)`` are zero, which computes exactly the shorter official filter
+    (the extra taps only ever meet the zero padding or contribute 0).
+    """
+    size = int(np.floor(max_sigma * 3))
+    if size <= 0:
+        return img
+    sigma = jnp.asarray(sigma, jnp.float32)
+    x = jnp.arange(-size, size + 1, dtype=jnp.float32)
+    half = jnp.floor(sigma * 3)
+    # sigma = 0 would divide by zero; then only the centre tap survives the mask, i.e. the identity.
+    safe = jnp.maximum(sigma, 1e-8)
+    taps = jnp.where(jnp.abs(x) <= half, jnp.exp2(-jnp.square(x / safe)), 0.0)
+    taps = taps / jnp.sum(taps)
+    y = upfirdn2d(jnp.transpose(img, (0, 2, 3, 1)), taps, padding=size)
+    return jnp.transpose(y, (0, 3, 1, 2)).astype(img.dtype)
+
+
+def _g_train_forward(module, z, c, z_mix, mix_cutoff, update_emas: bool):
+    """Generator forward of the official ``run_G`` (called as ``G.apply(..., method=_g_train_forward)``).
+
+    With ``z_mix``, the ws from layer ``mix_cutoff`` on come from a second latent mapped without EMA update
+    (style mixing regularization); ``mix_cutoff == num_ws`` mixes nothing.
+    """
+    ws = module.map(z, c, update_emas=update_emas)
+    if z_mix is not None:
+        ws_mix = module.map(z_mix, c, update_emas=False)
+        take_mix = (jnp.arange(ws.shape[1]) >= mix_cutoff)[None, :, None]
+        ws = jnp.where(take_mix, ws_mix, ws)
+    img = module.synthesize(ws, update_emas=update_emas)
+    return img, ws
+
+
+def run_generator(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], z: jnp.ndarray, c: jnp.ndarray,
+                  *, update_emas: bool = False, style_mixing_prob: float = 0.0,
+                  rng: jax.Array | None = None) -> tuple[jnp.ndarray, jnp.ndarray, dict | None]:
+    """``(img NCHW, ws, new_ema)`` as the official ``run_G``; ``new_ema`` is None unless ``update_emas``.
+
+    With ``update_emas`` the mapping moves ``w_avg`` towards this batch's mean w and every synthesis
+    layer updates ``magnitude_ema`` from its input *before* reading it for the input gain, so the image
+    already depends on the updated statistics (as in the official Dmain phase).
+    Style mixing (``style_mixing_prob > 0``, needs ``rng``): with that probability, one cutoff drawn
+    uniformly from ``[1, num_ws)`` for the whole batch, ws from the cutoff on come from fresh latents.
+    """
+    variables = {"params": g_params, **g_state}
+    z_mix, cutoff = None, None
+    if style_mixing_prob > 0:
+        if rng is None:
+            raise ValueError("run_generator: style mixing needs an rng")
+        k_cut, k_prob, k_z = jax.random.split(rng, 3)
+        num_ws = G.num_ws
+        cutoff = jax.random.randint(k_cut, (), 1, num_ws)
+        cutoff = jnp.where(jax.random.uniform(k_prob, ()) < style_mixing_prob, cutoff, num_ws)
+        z_mix = jax.random.normal(k_z, z.shape, z.dtype)
+    if update_emas:
+        (img, ws), updated = G.apply(variables, z, c, z_mix, cutoff, True, method=_g_train_forward,
+                                     mutable=["ema"])
+        return img, ws, updated["ema"]
+    img, ws = G.apply(variables, z, c, z_mix, cutoff, False, method=_g_train_forward)
+    return img, ws, None
+
+
+def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndarray,
+                      blur_sigma: jnp.ndarray | float = 0.0, max_blur_sigma: float = 0.0) -> jnp.ndarray:
+    """Logits ``[N, 1]`` of the official ``run_D`` (optional input blur; no augmentation pipeline)."""
+    return D.apply({"params": d_params}, blur_images(img, blur_sigma, max_blur_sigma), c)
+
+
+def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_state: Mapping[str, Any],
+                gen_z: jnp.ndarray, gen_c: jnp.ndarray, *, opts: LossOptions = LossOptions(),
+                blur_sigma: jnp.ndarray | float = 0.0, rng: jax.Array | None = None,
+                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Gmain: ``mean(softplus(-D(G(z))))``, differentiable w.r.t. ``g_params`` (argnums=2).
+
+    G runs without EMA update (official ``run_G(gen_z, gen_c)``). Returns ``(loss, aux)`` with the fake
+    logits in ``aux['fake_logits']``.
+    """
+    img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng)
+    logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma)
+    return jnp.mean(g_nonsaturating_loss(logits)), {"fake_logits": logits}
+
+
+def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_state: Mapping[str, Any],
+                real: jnp.ndarray, real_c: jnp.ndarray, gen_z: jnp.ndarray, gen_c: jnp.ndarray, *,
+                opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
+                rng: jax.Array | None = None, update_emas: bool = True,
+                ) -> tuple[jnp.ndarray, tuple[dict[str, jnp.ndarray], dict | None]]:
+    """Dmain: ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``, differentiable w.r.t. ``d_params`` (argnums=2).
+
+    As in the official phase, G runs with ``update_emas=True`` (unless told otherwise): its images use the
+    updated ``magnitude_ema``, and the updated ``ema`` collection is returned for the caller to keep.
+    The fake and the real batch go through D separately (the minibatch-stddev groups never mix them).
+    Returns ``(loss, (aux, new_g_ema))``; ``aux`` holds ``loss_fake``, ``loss_real`` (batch means) and the
+    logits.
+    """
+    img, _, new_ema = run_generator(G, g_params, g_state, gen_z, gen_c, update_emas=update_emas,
+                                    style_mixing_prob=opts.style_mixing_prob, rng=rng)
+    # D's phase never trains G; cutting the graph here keeps the backward pass out of G.
+    img = lax.stop_gradient(img)
+    fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma)
+    real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma)
+    loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
+    loss_real = jnp.mean(jax.nn.softplus(-real_logits))
+    aux = {"loss_fake": loss_fake, "loss_real": loss_real, "fake_logits": fake_logits, "real_logits": real_logits}
+    return loss_fake + loss_real, (aux, new_ema)
+
+
+def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarray, *,
+               opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
+               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Dreg: R1 on reals, ``mean(gamma / 2 * ||d(sum D(x)) / dx||^2)``, differentiable w.r.t. ``d_params``
+    (argnums=1), a double backward. Without the lazy-regularization gain: the caller multiplies by the
+    interval. The gradient is taken w.r.t. the unblurred real image (the blur is part of ``run_D``).
+    Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']``.
+    """
+    d_apply = lambda x, c: run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma)
+    grad, logits = r1_grad(d_apply, real, real_c)
+    penalty = jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim)))
+    return jnp.mean(penalty) * (opts.r1_gamma / 2), {"r1_penalty": penalty, "real_logits": logits}
+
+
+__all__ = [
+    "LossOptions",
+    "blur_images",
+    "blur_sigma_schedule",
+    "d_logistic_loss",
+    "d_main_loss",
+    "d_reg_loss",
+    "g_main_loss",
+    "g_nonsaturating_loss",
+    "r1_grad",
+    "r1_penalty",
+    "r1_penalty_from_grad",
+    "run_discriminator",
+    "run_generator",
+]

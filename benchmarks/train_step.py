@@ -1,0 +1,152 @@
+"""Training-step benchmark: seconds per iteration, images/s and s/kimg of the compiled step (compile excluded).
+
+One iteration is what the official training loop does per batch: Gmain, Dmain and, every ``--reg-interval``
+iterations, Dreg (lazy R1), then the G_ema update. Both compiled variants are timed separately and combined
+into the average over a regularization period, ``((I - 1) * t_main + t_reg) / I``, which is what a long run
+sees. The batch is random data already on the devices, so input-pipeline time is not included.
+
+CPU (small models; ``--devices N`` simulates N CPU devices for the data-parallel path):
+  python benchmarks/train_step.py --cfg t --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --json out.json
+  python benchmarks/train_step.py --cfg t --res 64 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --devices 2
+
+GPU, the official StyleGAN3-T 256x256 setting (official channels, mapping depth 2, batch 32, gamma 2):
+  python benchmarks/train_step.py --cfg t --res 256 --cbase 32768 --cmax 512 --map-layers 2 --batch 32 \\
+      --gamma 2 --json sg3t256.json
+Official reference (NVlabs/stylegan3 docs/configs.md, 256x256, 1 GPU, batch 32 with --batch-gpu=16,
+mixed precision on the 4 highest resolutions, ADA on): 49.81 s/kimg on one A100 (89.15 on one V100).
+Add ``--bf16`` for bf16 in the discriminator's highest-resolution blocks (the generator has no dtype switch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# Official s/kimg of StyleGAN3 at batch 32 on one GPU (docs/configs.md): (cfg, res) -> {gpu: s/kimg}.
+OFFICIAL_1GPU = {("t", 256): {"A100": 49.81, "V100": 89.15}, ("r", 256): {"A100": 56.73, "V100": 87.37},
+                 ("t", 128): {"A100": 27.20, "V100": 73.68}, ("r", 128): {"A100": 34.23, "V100": 58.44}}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cfg", choices=["t", "r"], default="t", help="StyleGAN3-T or -R")
+    ap.add_argument("--res", type=int, default=64, help="image resolution")
+    ap.add_argument("--cbase", type=int, default=32768, help="channel_base of G and D (R doubles it for G)")
+    ap.add_argument("--cmax", type=int, default=512, help="channel_max of G and D (R doubles it for G)")
+    ap.add_argument("--map-layers", type=int, default=8, help="mapping depth (official StyleGAN3: 2)")
+    ap.add_argument("--z-dim", type=int, default=512, help="z and w dimensionality")
+    ap.add_argument("--channels", type=int, default=3, help="image channels")
+    ap.add_argument("--batch", type=int, default=32, help="global batch")
+    ap.add_argument("--devices", type=int, default=0, help="devices in the data mesh (0 = all); on the CPU, "
+                                                           "N > 1 simulates N host devices")
+    ap.add_argument("--gamma", type=float, default=2.0, help="R1 gamma")
+    ap.add_argument("--reg-interval", type=int, default=16, help="lazy R1 interval")
+    ap.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size")
+    ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
+    ap.add_argument("--bf16", action="store_true", help="bf16 in D's highest-resolution blocks")
+    ap.add_argument("--runs", type=int, default=5, help="timed calls per variant (after one warm-up)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.devices > 1:
+        # Must be set before JAX starts; only affects the CPU platform.
+        flag = f"--xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS"), flag) if f)
+    from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
+
+    maybe_reexec_with_hugepages()
+
+    import jax
+    import numpy as np
+
+    from stylegan_jax.models import build_generator
+    from stylegan_jax.networks.discriminator import Discriminator
+    from stylegan_jax.train.state import TrainConfig, create_train_state
+    from stylegan_jax.train.step import make_mesh, make_train_step
+
+    devices = jax.devices()[: args.devices] if args.devices else jax.devices()
+    if args.devices and len(devices) < args.devices:
+        print(f"only {len(devices)} devices available, asked for {args.devices}", file=sys.stderr)
+        return 2
+    mesh = make_mesh(devices)
+    tc = TrainConfig(batch_size=args.batch, r1_gamma=args.gamma, d_reg_interval=args.reg_interval, bf16=args.bf16)
+    G = build_generator(cfg=args.cfg, z_dim=args.z_dim, w_dim=args.z_dim, img_resolution=args.res,
+                        img_channels=args.channels, channel_base=args.cbase, channel_max=args.cmax,
+                        mapping_layers=args.map_layers, impl=args.impl,
+                        magnitude_ema_beta=tc.resolved_magnitude_ema_beta)
+    D = Discriminator(c_dim=0, img_resolution=args.res, img_channels=args.channels, channel_base=args.cbase,
+                      channel_max=args.cmax, mbstd_group_size=args.mbstd_group)
+
+    t0 = time.perf_counter()
+    state = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    jax.block_until_ready(state)
+    init_s = time.perf_counter() - t0
+    step = make_train_step(G, D, tc, mesh)
+    real = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.channels, args.res, args.res))
+    batch = step.place_batch({"real": real.astype(np.float32), "c": np.zeros((args.batch, 0), np.float32)})
+
+    def timed(fn_iteration: int) -> tuple[float, list[float]]:
+        nonlocal state
+        t0 = time.perf_counter()
+        state, metrics = step(state, batch, iteration=fn_iteration)  # first call compiles
+        jax.block_until_ready(metrics)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            state, metrics = step(state, batch, iteration=fn_iteration)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - t0)
+        if not bool(metrics["finite"]):
+            print("warning: non-finite step (state not updated)", file=sys.stderr)
+        return first - statistics.median(times), times
+
+    compile_reg, t_reg = timed(0)
+    compile_main, t_main = timed(1)
+    interval = max(args.reg_interval, 1)
+    s_main, s_reg = statistics.median(t_main), statistics.median(t_reg)
+    s_iter = ((interval - 1) * s_main + s_reg) / interval
+    img_s = args.batch / s_iter
+    backend = jax.default_backend()
+    kind = str(devices[0].device_kind)
+    result = {
+        "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
+        "z_dim": args.z_dim, "batch": args.batch, "devices": len(devices), "impl": args.impl, "bf16": args.bf16,
+        "gamma": args.gamma, "reg_interval": args.reg_interval, "s_per_iter": s_iter, "s_main": s_main,
+        "s_reg": s_reg, "img_per_s": img_s, "s_per_kimg": 1000 / img_s, "compile_main_s": compile_main,
+        "compile_reg_s": compile_reg, "init_s": init_s, "runs": args.runs, "backend": backend, "device": kind,
+        "host": platform.node(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+    }
+    ref = OFFICIAL_1GPU.get((args.cfg, args.res))
+    rows = [("config", f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} "
+                       f"map={args.map_layers} z={args.z_dim} batch={args.batch} impl={args.impl}"
+                       f"{' bf16' if args.bf16 else ''}"),
+            ("devices", f"{len(devices)} x {backend} / {kind}"),
+            ("compile", f"main {compile_main:.1f} s, reg {compile_reg:.1f} s (init {init_s:.1f} s)"),
+            ("s/iter main", f"{s_main:.4f}  (min {min(t_main):.4f}, {args.runs} runs)"),
+            ("s/iter reg", f"{s_reg:.4f}  (min {min(t_reg):.4f}, {args.runs} runs)"),
+            (f"s/iter (1 reg per {interval})", f"{s_iter:.4f}"),
+            ("images/s", f"{img_s:.2f}"),
+            ("s/kimg", f"{1000 / img_s:.2f}")]
+    if ref:
+        rows.append(("official s/kimg", ", ".join(f"{g} {v}" for g, v in ref.items()) +
+                     " (1 GPU, batch 32, official channels)"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Training state and hyperparameters: the ``TrainState`` pytree, the Adam optimizers with the official
+lazy-regularization adjustment, and the official batch-dependent defaults.
+
+Sources of the constants (NVlabs/stylegan3):
+
+- ``train.py``: Adam ``betas=[0, 0.99]``, ``eps=1e-8``; G lr 0.0025 for StyleGAN3 (0.002 for the stylegan2 cfg),
+  D lr 0.002; ``ema_kimg = batch * 10 / 32``; ``magnitude_ema_beta = 0.5 ** (batch / (20 * 1e3))`` (a generator
+  constructor argument); StyleGAN3-R: ``blur_init_sigma = 10``, ``blur_fade_kimg = batch * 200 / 32``;
+  ``G_reg_interval`` only set (to 4, with path-length reg) for the stylegan2 cfg.
+- ``training/training_loop.py``: ``ema_rampup = 0.05`` (train.py keeps it, except when resuming from a pickle),
+  ``D_reg_interval = 16``, ``G_reg_interval = None``; lazy regularization
+  ``mb_ratio = interval / (interval + 1)``, ``lr *= mb_ratio``, ``betas = beta ** mb_ratio``; the G_ema update
+  ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``, ``ema_beta = 0.5 ** (batch / max(ema_nimg, 1e-8))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from stylegan_jax.losses import LossOptions
+
+
+def official_ema_kimg(batch_size: int) -> float:
+    """G_ema half-life in kimg of the official train.py: ``batch * 10 / 32``."""
+    return batch_size * 10 / 32
+
+
+def official_magnitude_ema_beta(batch_size: int) -> float:
+    """``magnitude_ema_beta`` the official train.py gives the StyleGAN3 generator: ``0.5 ** (batch / 20000)``."""
+    return 0.5 ** (batch_size / (20 * 1e3))
+
+
+def official_blur_fade_kimg(batch_size: int) -> float:
+    """Discriminator blur fade-out of the official StyleGAN3-R config: ``batch * 200 / 32`` kimg."""
+    return batch_size * 200 / 32
+
+
+def _unset(value: Any) -> bool:
+    """None or the configs' ``-1`` sentinel: use the official batch-dependent default."""
+    return value is None or (isinstance(value, int | float) and value < 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of the training step (hashable: the step functions close over it).
+
+    ``None`` (or a negative value, the configs' sentinel) in a batch-dependent field means the official
+    default for ``batch_size``; read the ``resolved_*`` properties.
+    """
+
+    batch_size: int = 32                      # Global batch over all devices and hosts (official --batch).
+    g_lr: float = 0.0025                      # G Adam learning rate (official StyleGAN3 default).
+    d_lr: float = 0.002                       # D Adam learning rate (official --dlr default).
+    betas: tuple[float, float] = (0.0, 0.99)  # Adam betas of both networks.
+    eps: float = 1e-8                         # Adam epsilon (added outside the square root, as torch.optim.Adam).
+    r1_gamma: float = 2.0                     # R1 weight (official recommendation for 256px, batch 32).
+    d_reg_interval: int | None = 16           # Lazy R1 every N iterations; None = no lazy reg (R1 every step).
+    g_reg_interval: int | None = None         # Must stay None: StyleGAN3 trains without path-length reg.
+    ema_kimg: float | None = None             # G_ema half-life in kimg; None = batch * 10 / 32.
+    ema_rampup: float | None = 0.05           # Half-life at most cur_nimg * rampup early on; None = no rampup.
+    blur_init_sigma: float = 0.0              # D input blur at start (official StyleGAN3-R: 10; T: 0).
+    blur_fade_kimg: float | None = None       # Blur fade-out length in kimg; None = batch * 200 / 32.
+    style_mixing_prob: float = 0.0            # Style mixing probability (official StyleGAN3: 0; StyleGAN2: 0.9).
+    magnitude_ema_beta: float | None = None   # Generator constructor value; None = 0.5 ** (batch / 20000).
+    bf16: bool = False                        # bf16 compute in the highest-resolution D blocks (see step.py).
+
+    def __post_init__(self) -> None:
+        if self.g_reg_interval is not None:
+            raise ValueError("TrainConfig: g_reg_interval must be None; path-length regularization (the official "
+                             "StyleGAN2 G reg) is not implemented for StyleGAN3 training")
+        if self.d_reg_interval is not None and self.d_reg_interval < 1:
+            raise ValueError(f"TrainConfig: d_reg_interval must be >= 1 or None, got {self.d_reg_interval}")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def resolved_ema_kimg(self) -> float:
+        return official_ema_kimg(self.batch_size) if _unset(self.ema_kimg) else float(self.ema_kimg)
+
+    @property
+    def resolved_blur_fade_kimg(self) -> float:
+        return official_blur_fade_kimg(self.batch_size) if _unset(self.blur_fade_kimg) else float(self.blur_fade_kimg)
+
+    @property
+    def resolved_magnitude_ema_beta(self) -> float:
+        if _unset(self.magnitude_ema_beta):
+            return official_magnitude_ema_beta(self.batch_size)
+        return float(self.magnitude_ema_beta)
+
+    @property
+    def d_mb_ratio(self) -> float:
+        """Share of D updates that are main updates: ``interval / (interval + 1)`` (1 without lazy reg)."""
+        return 1.0 if self.d_reg_interval is None else self.d_reg_interval / (self.d_reg_interval + 1)
+
+    def loss_options(self) -> LossOptions:
+        return LossOptions(r1_gamma=float(self.r1_gamma), style_mixing_prob=float(self.style_mixing_prob),
+                           blur_init_sigma=float(self.blur_init_sigma),
+                           blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0)
+
+    @classmethod
+    def from_config(cls, config: Any) -> TrainConfig:
+        """From the project's ``ml_collections`` config (``config.train.*``, ``config.model.{magnitude_ema_beta,
+        bf16}``; see ``stylegan_jax/config.py``). A ``TrainConfig`` passes through unchanged."""
+        if isinstance(config, TrainConfig):
+            return config
+        t = config.train
+        m = config.get("model", {}) if hasattr(config, "get") else {}
+        get = lambda node, key, default: node.get(key, default) if hasattr(node, "get") else default
+        d_reg = get(t, "d_reg_interval", 16)
+        return cls(
+            batch_size=int(t.batch_size), g_lr=float(get(t, "g_lr", 0.0025)), d_lr=float(get(t, "d_lr", 0.002)),
+            betas=tuple(float(b) for b in get(t, "betas", (0.0, 0.99))), eps=float(get(t, "eps", 1e-8)),
+            r1_gamma=float(get(t, "r1_gamma", 2.0)), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
+            ema_kimg=get(t, "ema_kimg", None), ema_rampup=get(t, "ema_rampup", 0.05),
+            blur_init_sigma=float(get(t, "blur_init_sigma", 0.0)), blur_fade_kimg=get(t, "blur_fade_kimg", None),
+            style_mixing_prob=float(get(t, "style_mixing_prob", 0.0)),
+            magnitude_ema_beta=get(m, "magnitude_ema_beta", None), bf16=bool(get(m, "bf16", False)),
+        )
+
+
+def make_optimizers(tc: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """``(G Adam, D Adam)``. optax.adam is torch.optim.Adam (bias-corrected, eps outside the square root).
+
+    D's Adam is shared by the main and the lazy-reg updates, i.e. it steps ``interval + 1`` times per
+    ``interval`` iterations; the official loop compensates with ``lr * mb_ratio`` and ``beta ** mb_ratio``.
+    """
+    b1, b2 = tc.betas
+    g_tx = optax.adam(tc.g_lr, b1=b1, b2=b2, eps=tc.eps)
+    r = tc.d_mb_ratio
+    d_tx = optax.adam(tc.d_lr * r, b1=b1**r, b2=b2**r, eps=tc.eps)
+    return g_tx, d_tx
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (a pytree; checkpoint it whole for exact resume)."""
+
+    step: jnp.ndarray          # Training iterations done (the official batch_idx); int32 scalar.
+    nimg: jnp.ndarray          # Real images shown to D so far (the official cur_nimg); int32 scalar.
+    g_steps: jnp.ndarray       # G optimizer updates applied (Gmain).
+    d_steps: jnp.ndarray       # D main optimizer updates applied (Dmain).
+    d_reg_steps: jnp.ndarray   # D lazy-regularization optimizer updates applied (Dreg).
+    G: Any                     # Generator variables {'params', 'ema' (w_avg, magnitude_ema), 'buffers'}.
+    G_ema: Any                 # EMA generator variables, same structure; sample and evaluate with these.
+    D: Any                     # Discriminator variables {'params'}.
+    g_opt_state: Any           # optax Adam state of G.
+    d_opt_state: Any           # optax Adam state of D (shared by Dmain and Dreg updates).
+    rng: jax.Array             # Base PRNG key; the key of iteration k is fold_in(rng, k).
+    last_r1: jnp.ndarray       # Mean raw R1 penalty of the last Dreg update (reported between reg steps).
+    last_r1_grad_norm: jnp.ndarray  # Global norm of the last Dreg gradient (gain included).
+
+    @property
+    def kimg(self) -> jnp.ndarray:
+        """Thousands of real images shown so far."""
+        return self.nimg / 1000
+
+    @property
+    def G_params(self) -> Any:
+        return self.G["params"]
+
+    @property
+    def D_params(self) -> Any:
+        return self.D["params"]
+
+
+def _copy(tree: Any) -> Any:
+    # Distinct buffers for G and G_ema: a donated state must not hold one buffer twice.
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def init_variables(G: nn.Module, D: nn.Module, rng: jax.Array) -> tuple[dict, dict]:
+    """Fresh ``(G variables, D variables)`` from the networks' initializers.
+
+    Jit-compiled (eager initialization of a StyleGAN3 generator is much slower), and drawn with an
+    XLA RngBitGenerator key derived from ``rng``: with threefry keys, compiling the initializers of the
+    many small parameters takes 2-4x longer on the CPU. The values are deterministic for a given ``rng``
+    and backend (not across backends, unlike threefry); only the initial draw is affected.
+    """
+    init_key = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
+    k_g, k_d = jax.random.split(init_key)
+    z = jnp.zeros((1, G.z_dim), jnp.float32)
+    c = jnp.zeros((1, G.c_dim), jnp.float32)
+    g_vars = jax.jit(G.init)(k_g, z, c)
+    d_vars = jax.jit(D.init_params)(k_d)
+    return flax.core.unfreeze(g_vars), flax.core.unfreeze(d_vars)
+
+
+def create_train_state(G: nn.Module, D: nn.Module, config: Any, rng: jax.Array, mesh: Mesh | None = None,
+                       g_variables: Mapping[str, Any] | None = None,
+                       d_variables: Mapping[str, Any] | None = None) -> TrainState:
+    """A step-0 train state: G_ema = G (as the official ``copy.deepcopy(G)``), fresh Adam states.
+
+    Args:
+      G, D: the networks (their field values, e.g. ``magnitude_ema_beta``, are the model's).
+      config: a ``TrainConfig`` or the project's ``ml_collections`` config.
+      rng: PRNG key; initialization and the per-iteration keys derive from it.
+      mesh: if given, the state is placed replicated on it (``P()``), as the step expects.
+      g_variables, d_variables: start from these (e.g. converted official weights) instead of initializing.
+    """
+    tc = TrainConfig.from_config(config)
+    k_init, k_steps = jax.random.split(rng)
+    g_init, d_init = (None, None) if g_variables is not None and d_variables is not None else init_variables(
+        G, D, k_init)
+    g_vars = dict(g_variables) if g_variables is not None else g_init
+    d_vars = dict(d_variables) if d_variables is not None else d_init
+    g_vars = {k: _copy(v) for k, v in g_vars.items()}
+    d_vars = {"params": _copy(d_vars["params"])}
+    g_tx, d_tx = make_optimizers(tc)
+    # A fresh array per counter: a donated state must not hold one buffer twice.
+    zero = lambda dtype=jnp.int32: jnp.zeros((), dtype)
+    state = TrainState(
+        step=zero(), nimg=zero(), g_steps=zero(), d_steps=zero(), d_reg_steps=zero(),
+        G=g_vars, G_ema=_copy(g_vars), D=d_vars,
+        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
+        rng=k_steps, last_r1=zero(jnp.float32), last_r1_grad_norm=zero(jnp.float32),
+    )
+    if mesh is not None:
+        state = jax.device_put(state, NamedSharding(mesh, P()))
+    return state
+
+
+__all__ = [
+    "TrainConfig",
+    "TrainState",
+    "create_train_state",
+    "init_variables",
+    "make_optimizers",
+    "official_blur_fade_kimg",
+    "official_ema_kimg",
+    "official_magnitude_ema_beta",
+]

@@ -1,0 +1,352 @@
+"""The training step: one official StyleGAN3 iteration as a pure, jit-compiled, data-parallel function.
+
+Order of one iteration (NVlabs/stylegan3 ``training/training_loop.py`` with ``training/loss.py``; StyleGAN3
+has no G regularization, so the G phase is ``Gboth`` = ``Gmain``):
+
+1. **Gmain**: ``mean(softplus(-D(G(z1))))``, G without EMA update, D at its current weights; G Adam step.
+2. **Dmain**: ``mean(softplus(D(G(z2)))) + mean(softplus(-D(x)))`` with the *updated* G, run with
+   ``update_emas=True`` (``w_avg`` and every ``magnitude_ema`` move, and the image already uses the new
+   ``magnitude_ema``); the updated EMAs become G's; D Adam step.
+3. **Dreg**, only when ``iteration % d_reg_interval == 0`` (iterations 0, 16, 32, ...): R1 on the same reals,
+   ``gamma / 2 * mean ||dD(x)/dx||^2`` times ``d_reg_interval`` (the official gain), gradient at the D weights
+   *after* the Dmain step; a second D Adam step with the same optimizer.
+4. **G_ema**: ``ema_beta = 0.5 ** (batch / max(ema_nimg, 1e-8))`` with
+   ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)`` (``cur_nimg`` before this batch, so the first
+   iteration copies G), params ``G_ema = G + (G_ema - G) * ema_beta``, and G's ``ema``/``buffers``
+   collections copied into G_ema.
+5. ``cur_nimg += batch``, ``iteration += 1``.
+
+Each phase draws its own latents (the official ``all_gen_z`` has one slice per phase). Labels of the fakes:
+``batch['gen_c']`` if given, else a random permutation of the batch's labels per phase (the official code
+draws them from the dataset's label distribution).
+
+Non-finite values: if any loss, gradient or updated weight of the iteration is NaN/inf, no part of the update
+is applied (every leaf of the returned state equals the input's) and ``metrics['finite']`` is False. The
+official loop instead replaces NaN gradients by 0 and infinities by +-1e5 and carries on.
+
+Parallelism: one ``jax.jit`` over a 1-D ``Mesh`` with axis ``data``; the batch is sharded along it
+(``P('data')``), the state replicated (``P()``); XLA inserts the gradient all-reduce. Every mean is over the
+*global* batch, so the result does not depend on the number of devices. (The official code instead forms
+minibatch-stddev groups within each GPU's slice; ours are formed over the global batch, as the official
+single-GPU run with the same batch.)
+
+Mixed precision: ``TrainConfig.bf16`` switches the discriminator's ``num_fp16_res`` highest-resolution blocks
+to bfloat16 (``Discriminator.fp16_dtype``). The generator has no dtype switch yet (``LayerSpec.use_fp16`` is
+computed but unused), so its layers stay float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from stylegan_jax.losses import blur_sigma_schedule, d_main_loss, d_reg_loss, g_main_loss
+from stylegan_jax.train.state import TrainConfig, TrainState, make_optimizers
+
+DATA_AXIS = "data"
+
+# ----------------------------------------------------------------------------------------------------
+# Devices, hosts, sharding.
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def multi_host_env() -> str | None:
+    """The multi-process launcher this process runs under, or None for a single-process run.
+
+    Recognised: an explicit ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``), SLURM
+    with more than one task, Open MPI with more than one rank, and multi-host Cloud TPU slices.
+    ``STYLEGAN_JAX_NO_DISTRIBUTED=1`` disables the detection.
+    """
+    env = os.environ
+    if env.get("STYLEGAN_JAX_NO_DISTRIBUTED"):
+        return None
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS"
+    if "SLURM_JOB_ID" in env and (_env_int("SLURM_STEP_NUM_TASKS") or _env_int("SLURM_NTASKS") or 1) > 1:
+        return "SLURM"
+    if (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+        return "Open MPI"
+    if "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "Cloud TPU"
+    return None
+
+
+def maybe_initialize_distributed() -> bool:
+    """Call ``jax.distributed.initialize()`` when this process is one of several (see ``multi_host_env``).
+
+    Must run before anything touches JAX devices. On a single machine (any number of local GPUs) nothing is
+    needed and nothing happens: one process drives all local devices. Under SLURM / Open MPI / Cloud TPU JAX
+    finds the coordinator, process count and id itself; elsewhere set ``JAX_COORDINATOR_ADDRESS=host:port``,
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every process. Returns True if it initialized.
+    """
+    launcher = multi_host_env()
+    if launcher is None or jax.distributed.is_initialized():
+        return False
+    kwargs = {}
+    if launcher == "JAX_COORDINATOR_ADDRESS":
+        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=_env_int("JAX_NUM_PROCESSES"), process_id=_env_int("JAX_PROCESS_ID"))
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def make_mesh(devices: Any = None) -> Mesh:
+    """A 1-D mesh with axis ``'data'`` over ``devices`` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("make_mesh: no devices")
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``'data'``."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Place a batch (any pytree of arrays with the batch on axis 0) sharded over ``'data'``.
+
+    Single process: the arrays are the global batch. Several processes: each passes its own contiguous slice
+    (``global_batch / process_count`` rows, in process order) and the global array is assembled with
+    ``jax.make_array_from_process_local_data``.
+    """
+    sharding = data_sharding(mesh)
+    if jax.process_count() > 1:
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), batch)
+
+
+def as_batch_dict(batch: Any) -> dict[str, Any]:
+    """``{'real', 'c'[, 'gen_c']}`` from a dict with those keys (``'c'`` optional: unconditional) or from the
+    input pipeline's ``Batch(images, labels)``."""
+    if isinstance(batch, Mapping):
+        if "real" not in batch:
+            raise ValueError(f"batch must have a 'real' entry (NCHW float in [-1, 1]); got keys {sorted(batch)}")
+        out = {"real": batch["real"], "c": batch.get("c")}
+        if batch.get("gen_c") is not None:
+            out["gen_c"] = batch["gen_c"]
+    elif hasattr(batch, "images") and hasattr(batch, "labels"):
+        out = {"real": batch.images, "c": batch.labels}
+    else:
+        raise TypeError(f"batch must be a dict with 'real' and 'c' or a Batch(images, labels), got {type(batch)}")
+    if out["c"] is None:
+        out["c"] = np.zeros((np.shape(out["real"])[0], 0), np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The step.
+
+
+def global_norm(tree: Any) -> jnp.ndarray:
+    """sqrt of the sum of squares of every leaf."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def _all_finite(*trees: Any) -> jnp.ndarray:
+    leaves = [x for t in trees for x in jax.tree.leaves(t)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _gen_labels(key: jax.Array, batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+    if "gen_c" in batch:
+        return batch["gen_c"].astype(jnp.float32)
+    c = batch["c"].astype(jnp.float32)
+    if c.shape[1] == 0:
+        return c
+    return jax.random.permutation(key, c, axis=0)
+
+
+def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
+               rng: jax.Array | None, do_reg: bool) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """One iteration (see the module docstring), a pure function; ``do_reg`` (static) adds the Dreg phase.
+
+    The iteration's randomness is ``fold_in(rng, state.step)`` with ``rng = state.rng`` when None, so a run
+    is a function of (seed, data) and resumes exactly from a saved state.
+    """
+    rng = state.rng if rng is None else rng
+    opts = tc.loss_options()
+    g_tx, d_tx = make_optimizers(tc)
+    key = jax.random.fold_in(rng, state.step)
+    k_gz, k_gc, k_gmix, k_dz, k_dc, k_dmix = jax.random.split(key, 6)
+    real = batch["real"].astype(jnp.float32)
+    real_c = batch["c"].astype(jnp.float32)
+    n = real.shape[0]
+    cur_nimg = state.nimg.astype(jnp.float32)
+    blur_sigma = blur_sigma_schedule(opts, cur_nimg)
+    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    g_params, d_params = state.G["params"], state.D["params"]
+
+    # Gmain.
+    gen_z = jax.random.normal(k_gz, (n, G.z_dim), jnp.float32)
+    gen_c = _gen_labels(k_gc, batch)
+    (loss_g, g_aux), g_grads = jax.value_and_grad(g_main_loss, argnums=2, has_aux=True)(
+        G, D, g_params, d_params, g_state, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma, rng=k_gmix)
+    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, g_params)
+    g_params = optax.apply_updates(g_params, g_updates)
+
+    # Dmain (with the G just updated; G's EMAs move).
+    gen_z = jax.random.normal(k_dz, (n, G.z_dim), jnp.float32)
+    gen_c = _gen_labels(k_dc, batch)
+    (loss_d, (d_aux, g_ema_coll)), d_grads = jax.value_and_grad(d_main_loss, argnums=2, has_aux=True)(
+        G, D, d_params, g_params, g_state, real, real_c, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
+        rng=k_dmix, update_emas=True)
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, d_updates)
+    g_state = {**g_state, "ema": g_ema_coll}
+
+    # Dreg (lazy R1), a second D update with the same Adam.
+    finite_terms: list[Any] = [loss_g, g_grads, loss_d, d_grads]
+    last_r1, last_r1_grad_norm = state.last_r1, state.last_r1_grad_norm
+    if do_reg:
+        gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
+
+        def reg_loss(p):
+            loss, aux = d_reg_loss(D, p, real, real_c, opts=opts, blur_sigma=blur_sigma)
+            return loss * gain, aux
+
+        (loss_r, r_aux), r_grads = jax.value_and_grad(reg_loss, has_aux=True)(d_params)
+        r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
+        d_params = optax.apply_updates(d_params, r_updates)
+        last_r1 = jnp.mean(r_aux["r1_penalty"])
+        last_r1_grad_norm = global_norm(r_grads)
+        finite_terms += [loss_r, r_grads]
+
+    # G_ema.
+    ema_nimg = tc.resolved_ema_kimg * 1000
+    if tc.ema_rampup is not None:
+        ema_nimg = jnp.minimum(ema_nimg, cur_nimg * tc.ema_rampup)
+    ema_beta = jnp.asarray(0.5, jnp.float32) ** (n / jnp.maximum(ema_nimg, 1e-8))
+    ema_params = jax.tree.map(lambda p, e: p + (e - p) * ema_beta, g_params, state.G_ema["params"])
+    g_vars = {"params": g_params, **g_state}
+    g_ema_vars = {"params": ema_params, **jax.tree.map(jnp.copy, g_state)}
+
+    # The updated weights too: a non-finite weight can hide behind a clamp (conv_clamp) and give finite losses.
+    finite = _all_finite(*finite_terms, g_vars, ema_params, d_params)
+    one = jnp.ones((), jnp.int32)
+    new_state = state.replace(
+        step=state.step + one, nimg=state.nimg + n, g_steps=state.g_steps + one, d_steps=state.d_steps + one,
+        d_reg_steps=state.d_reg_steps + (one if do_reg else 0), G=g_vars, G_ema=g_ema_vars, D={"params": d_params},
+        g_opt_state=g_opt_state, d_opt_state=d_opt_state, last_r1=last_r1, last_r1_grad_norm=last_r1_grad_norm)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+
+    fake, real_logits = d_aux["fake_logits"], d_aux["real_logits"]
+    metrics = {
+        "Loss/G": loss_g,                                   # official Loss/G/loss
+        "Loss/D": loss_d,                                   # official Loss/D/loss
+        "Loss/D/fake": d_aux["loss_fake"],
+        "Loss/D/real": d_aux["loss_real"],
+        "Loss/r1": last_r1,                                 # official Loss/r1_penalty (raw ||grad||^2)
+        "Loss/D/reg": last_r1 * (tc.r1_gamma / 2),          # official Loss/D/reg (without the interval gain)
+        "Loss/scores/fake": jnp.mean(fake),
+        "Loss/scores/real": jnp.mean(real_logits),
+        "Loss/signs/fake": jnp.mean(jnp.sign(fake)),
+        "Loss/signs/real": jnp.mean(jnp.sign(real_logits)),
+        "Loss/scores/fake_G": jnp.mean(g_aux["fake_logits"]),
+        "Grad/G_norm": global_norm(g_grads),
+        "Grad/D_norm": global_norm(d_grads),
+        "Grad/D_reg_norm": last_r1_grad_norm,
+        "Progress/reg": jnp.asarray(1.0 if do_reg else 0.0, jnp.float32),
+        "Progress/ema_beta": ema_beta,
+        "Progress/blur_sigma": blur_sigma,
+        "finite": finite,
+    }
+    return new_state, metrics
+
+
+class TrainStep:
+    """The compiled training step: ``state, metrics = step(state, batch, iteration)``.
+
+    Two jit-compiled variants, each compiled once: ``main`` (Gmain, Dmain) and ``reg`` (plus Dreg); both are
+    pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the object picks
+    the variant on the Python side from the iteration number (``iteration % d_reg_interval == 0``; pass it
+    to avoid reading ``state.step`` back from the device every call), places a host batch on the mesh, and
+    uses ``state.rng`` unless ``rng`` is given. The input state is donated (its buffers are reused) unless
+    ``donate=False``.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None, donate: bool = True):
+        self.config = TrainConfig.from_config(config)
+        if self.config.bf16 and getattr(D, "fp16_dtype", None) is None:
+            D = D.clone(fp16_dtype=jnp.bfloat16)
+        self.G, self.D = G, D
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.batch_sharding = data_sharding(self.mesh)
+        rep = replicated(self.mesh)
+        jit = functools.partial(jax.jit, in_shardings=(rep, self.batch_sharding, rep), out_shardings=(rep, rep),
+                                donate_argnums=(0,) if donate else ())
+        self.main = jit(functools.partial(train_step, G, D, self.config, do_reg=False))
+        self.reg = jit(functools.partial(train_step, G, D, self.config, do_reg=True))
+
+    def wants_reg(self, iteration: int) -> bool:
+        """Whether iteration ``iteration`` (0-based) runs Dreg: every ``d_reg_interval``-th, from 0 on."""
+        tc = self.config
+        if tc.r1_gamma == 0:  # official: the Dreg phase becomes 'none'
+            return False
+        return tc.d_reg_interval is None or iteration % tc.d_reg_interval == 0
+
+    def place_batch(self, batch: Any) -> dict[str, jax.Array]:
+        """The batch as a dict of global arrays sharded over ``'data'`` (no copy if already placed)."""
+        batch = as_batch_dict(batch)
+        placed = {}
+        for k, x in batch.items():
+            if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(self.batch_sharding, x.ndim):
+                placed[k] = x
+            elif isinstance(x, jax.Array) and jax.process_count() == 1:
+                placed[k] = jax.device_put(x, self.batch_sharding)
+            else:
+                placed[k] = shard_batch(np.asarray(x, np.float32), self.mesh)
+        n = placed["real"].shape[0]
+        if n % self.mesh.size:
+            raise ValueError(f"global batch {n} is not divisible by the {self.mesh.size} devices of the mesh")
+        return placed
+
+    def __call__(self, state: TrainState, batch: Any, iteration: int | None = None,
+                 rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        if iteration is None:
+            iteration = int(jax.device_get(state.step))
+        fn = self.reg if self.wants_reg(int(iteration)) else self.main
+        # rng None (a different pytree, hence its own compilation) reads state.rng inside the step: passing
+        # state.rng as an argument too would hand the donated state's key buffer over twice.
+        return fn(state, self.place_batch(batch), rng)
+
+
+def make_train_step(G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None,
+                    donate: bool = True) -> TrainStep:
+    """The compiled step for these networks and hyperparameters (``TrainConfig`` or the project config)."""
+    return TrainStep(G, D, config, mesh, donate)
+
+
+__all__ = [
+    "DATA_AXIS",
+    "TrainStep",
+    "as_batch_dict",
+    "data_sharding",
+    "make_mesh",
+    "make_train_step",
+    "maybe_initialize_distributed",
+    "multi_host_env",
+    "replicated",
+    "shard_batch",
+    "train_step",
+]

@@ -1,0 +1,235 @@
+"""The compiled training step on a tiny conditional model (8x8, one channel): data-parallel invariance (1 vs 8
+simulated CPU devices), one compilation per variant, learning on a fixed batch, non-finite guard, lazy-R1 and
+G_ema bookkeeping."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stylegan_jax.train.state import TrainConfig, TrainState, create_train_state, make_optimizers
+from stylegan_jax.train.step import make_mesh, make_train_step
+
+REG_INTERVAL = 4
+BATCH = 8
+C_DIM = 2
+REPO = Path(__file__).resolve().parents[1]
+
+# Built identically here and in the 8-device subprocess.
+TINY_MODELS = """
+from stylegan_jax.models import build_generator
+from stylegan_jax.networks.discriminator import Discriminator
+from stylegan_jax.train.state import TrainConfig
+
+def tiny_models():
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=2, img_resolution=8, img_channels=1, channel_base=32,
+                        channel_max=4, mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2)
+    D = Discriminator(c_dim=2, img_resolution=8, img_channels=1, channel_base=32, channel_max=4, mbstd_group_size=2,
+                      mapping_num_layers=1)
+    tc = TrainConfig(batch_size=8, d_reg_interval=4, r1_gamma=1.0)
+    return G, D, tc
+"""
+_ns: dict = {}
+exec(TINY_MODELS, _ns)
+tiny_models = _ns["tiny_models"]
+
+
+def toy_batch() -> dict[str, np.ndarray]:
+    """Fixed reals: smooth random blobs in [-1, 1], one-hot labels."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:8, 0:8] / 7.0
+    real = np.stack([np.tanh(3 * np.sin(6 * (a * xx + b * yy) + p)) for a, b, p in rng.uniform(-1, 1, (BATCH, 3))])
+    c = np.eye(C_DIM, dtype=np.float32)[np.arange(BATCH) % C_DIM]
+    return {"real": real[:, None].astype(np.float32), "c": c}
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def identical(a, b) -> bool:
+    """Same tree, same values bit for bit (NaN equals NaN)."""
+    la, lb = jax.tree.leaves(host(a)), jax.tree.leaves(host(b))
+    return len(la) == len(lb) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(la, lb, strict=True))
+
+
+def max_abs_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    G, D, tc = tiny_models()
+    mesh = make_mesh()
+    state0 = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    step = make_train_step(G, D, tc, mesh, donate=False)
+    return G, D, tc, state0, step
+
+
+@pytest.fixture(scope="module")
+def first_steps(setup):
+    """Six iterations (0..5) with their metrics; reg is due at 0 and 4."""
+    _, _, _, state, step = setup
+    batch = toy_batch()
+    states, metrics = [state], []
+    for i in range(6):
+        state, m = step(state, batch, iteration=i if i != 5 else None)  # None: read from state.step
+        states.append(state)
+        metrics.append(host(m))
+    return states, metrics
+
+
+# ---- (b) one compilation per variant -----------------------------------------------------------------------
+
+
+def test_each_variant_compiles_once(setup, first_steps):
+    step = setup[4]
+    assert step.main._cache_size() == 1
+    assert step.reg._cache_size() == 1
+
+
+# ---- (e) lazy regularization and counters ------------------------------------------------------------------
+
+
+def test_lazy_r1_runs_every_interval(first_steps):
+    states, metrics = first_steps
+    assert [int(m["Progress/reg"]) for m in metrics] == [1, 0, 0, 0, 1, 0]
+    assert [int(s.d_reg_steps) for s in states] == [0, 1, 1, 1, 1, 2, 2]
+    final = states[-1]
+    assert (int(final.step), int(final.g_steps), int(final.d_steps), int(final.nimg)) == (6, 6, 6, 6 * BATCH)
+    # Between reg steps the last R1 value is reported, and it changes only on reg steps.
+    r1 = [float(m["Loss/r1"]) for m in metrics]
+    assert r1[0] > 0 and r1[1] == r1[2] == r1[3] == r1[0] and r1[4] != r1[0] and r1[5] == r1[4]
+    assert all(bool(m["finite"]) for m in metrics)
+
+
+def test_d_optimizer_has_the_lazy_reg_adjustment():
+    tc = TrainConfig(batch_size=32)
+    ratio = 16 / 17
+    _, d_tx = make_optimizers(tc)
+    params = {"w": jnp.zeros(3)}
+    grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+    # First Adam step with beta1 = 0: lr * g / (|g| + eps * sqrt(1 - beta2)) ~ lr * sign(g).
+    updates, _ = d_tx.update(grads, d_tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -0.002 * ratio * np.sign(grads["w"]), rtol=1e-5)
+    assert tc.resolved_ema_kimg == 10.0 and tc.resolved_magnitude_ema_beta == pytest.approx(0.5 ** (32 / 20000))
+    assert tc.resolved_blur_fade_kimg == 200.0
+
+
+def test_g_ema_bookkeeping(setup, first_steps):
+    tc = setup[2]
+    states, metrics = first_steps
+    # Iteration 0 starts at cur_nimg = 0: the rampup makes beta 0, i.e. G_ema = G.
+    assert float(metrics[0]["Progress/ema_beta"]) == 0.0
+    assert max_abs_diff(states[1].G_ema["params"], states[1].G["params"]) == 0.0
+    for k, (s_prev, s, m) in enumerate(zip(states[:-1], states[1:], metrics, strict=True)):
+        cur_nimg = k * BATCH
+        beta = 0.5 ** (BATCH / max(min(tc.resolved_ema_kimg * 1000, cur_nimg * tc.ema_rampup), 1e-8))
+        assert float(m["Progress/ema_beta"]) == pytest.approx(beta, rel=1e-5, abs=1e-30)
+        expect = jax.tree.map(lambda p, e, b=beta: p + (e - p) * b, host(s.G["params"]), host(s_prev.G_ema["params"]))
+        assert max_abs_diff(s.G_ema["params"], expect) < 1e-6
+        # Buffers and running statistics are copied from G.
+        assert max_abs_diff({k: s.G_ema[k] for k in ("ema", "buffers")}, {k: s.G[k] for k in ("ema", "buffers")}) == 0
+    # Dmain ran G with update_emas: the magnitude EMAs moved.
+    assert max_abs_diff(states[1].G["ema"], states[0].G["ema"]) > 0
+
+
+# ---- (c) learning ------------------------------------------------------------------------------------------
+
+
+def test_d_loss_on_fixed_batch_goes_down(setup):
+    _, _, _, state, step = setup
+    batch = toy_batch()
+    losses = []
+    for i in range(50):
+        state, m = step(state, batch, iteration=i)
+        losses.append(float(m["Loss/D"]))
+    assert bool(m["finite"])
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
+
+
+# ---- (d) non-finite guard ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iteration", [0, 1], ids=["with-reg", "without-reg"])
+def test_nan_in_batch_leaves_state_unchanged(setup, first_steps, iteration):
+    step = setup[4]
+    state = first_steps[0][2]
+    before = host(state)
+    batch = toy_batch()
+    batch["real"][3, 0, 2, 5] = np.nan
+    new_state, metrics = step(state, batch, iteration=iteration)
+    assert not bool(metrics["finite"])
+    assert identical(new_state, before)
+
+
+def test_nan_in_params_leaves_state_unchanged(setup, first_steps):
+    step = setup[4]
+    state = first_steps[0][2]
+    d_params = jax.tree.map(lambda x: x, state.D["params"])
+    d_params["b8"]["conv0"]["bias"] = d_params["b8"]["conv0"]["bias"].at[0].set(jnp.inf)
+    bad = state.replace(D={"params": d_params})
+    before = host(bad)
+    new_state, metrics = step(bad, toy_batch(), iteration=1)
+    assert not bool(metrics["finite"])
+    assert identical(new_state, before)
+
+
+# ---- (a) 1 device vs 8 devices -----------------------------------------------------------------------------
+
+SCRIPT = TINY_MODELS + """
+import sys
+import jax
+import numpy as np
+from stylegan_jax.train.state import create_train_state
+from stylegan_jax.train.step import make_mesh, make_train_step
+
+assert jax.device_count() == 8, jax.devices()
+G, D, tc = tiny_models()
+data = np.load(sys.argv[1], allow_pickle=True)
+g_vars, d_vars, batch = data["g"].item(), data["d"].item(), data["batch"].item()
+mesh = make_mesh()
+# Same key as the parent's state: the same latents are drawn.
+state = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh, g_variables=g_vars, d_variables=d_vars)
+step = make_train_step(G, D, tc, mesh)  # donates the state
+state, metrics = step(state, batch, iteration=0)  # Gmain, Dmain and Dreg
+assert bool(metrics["finite"])
+assert len(state.D["params"]["b8"]["conv0"]["weight"].sharding.device_set) == 8
+assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(state))
+out = jax.tree.map(np.asarray, jax.device_get({"G": state.G, "G_ema": state.G_ema, "D": state.D,
+                                               "loss_d": metrics["Loss/D"]}))
+np.savez(sys.argv[2], out=np.array(out, dtype=object))
+"""
+
+
+def test_one_vs_eight_devices_same_update(setup, first_steps, tmp_path):
+    """The same iteration (with Dreg) on a mesh of 8 simulated CPU devices, in a subprocess, gives the update of
+    the single-device run of this process (first_steps, iteration 0) to float tolerance."""
+    state0 = setup[3]
+    state1, metrics0 = first_steps[0][1], first_steps[1][0]
+    assert int(metrics0["Progress/reg"]) == 1
+    init, result = tmp_path / "init.npz", tmp_path / "result.npz"
+    np.savez(init, g=np.array(host(state0.G), dtype=object), d=np.array(host(state0.D), dtype=object),
+             batch=np.array(toy_batch(), dtype=object))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(init), str(result)], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    eight = np.load(result, allow_pickle=True)["out"].item()
+    one = host({"G": state1.G, "G_ema": state1.G_ema, "D": state1.D, "loss_d": metrics0["Loss/D"]})
+    assert max_abs_diff(one["D"], host(state0.D)) > 1e-4  # the step really moved the weights
+    assert max_abs_diff(eight, one) < 1e-5
+
+
+def test_state_is_a_pytree(setup):
+    state0 = setup[3]
+    assert isinstance(state0, TrainState)
+    leaves = jax.tree.leaves(state0)
+    assert all(isinstance(x, jax.Array) for x in leaves)
