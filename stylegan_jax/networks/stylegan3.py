@@ -233,6 +233,7 @@ class SynthesisLayer(nn.Module):
     conv_clamp: float | None = 256       # Clamp the output to [-X, +X]; None = no clamping.
     magnitude_ema_beta: float = 0.999    # Decay of the running mean of the input's squared magnitude.
     impl: str = "fast"                   # 'fast' or 'ref' implementation of filtered_lrelu.
+    compute_dtype: Any = None            # Dtype of the conv + filtered lrelu (e.g. bfloat16); None = float32.
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray, update_emas: bool = False) -> jnp.ndarray:
@@ -252,6 +253,8 @@ class SynthesisLayer(nn.Module):
         weight = self.param("weight", normal_init(1.0), (s.conv_kernel, s.conv_kernel, s.in_channels, s.out_channels))
         bias = self.param("bias", nn.initializers.zeros, (s.out_channels,))
 
+        if self.compute_dtype is not None:
+            x = x.astype(self.compute_dtype)  # styles, demodulation and gains stay float32
         x = modulated_conv2d(x, weight, styles, demodulate=not s.is_torgb, padding=s.conv_kernel - 1,
                              input_gain=input_gain)
         x = filtered_lrelu(
@@ -259,7 +262,7 @@ class SynthesisLayer(nn.Module):
             gain=1.0 if s.is_torgb else math.sqrt(2), slope=1.0 if s.is_torgb else 0.2, clamp=self.conv_clamp,
             impl=self.impl)
         assert x.shape[1:] == (s.out_size, s.out_size, s.out_channels), (s.name, x.shape)
-        return x
+        return x.astype(jnp.float32)
 
 
 class SynthesisNetwork(nn.Module):
@@ -285,6 +288,8 @@ class SynthesisNetwork(nn.Module):
     conv_clamp: float | None = 256       # Clamp conv outputs to [-X, +X]; None = no clamping.
     magnitude_ema_beta: float = 0.999    # Decay of the input magnitude running means.
     impl: str = "fast"                   # filtered_lrelu implementation: 'fast' or 'ref'.
+    fp16_dtype: Any = None               # Dtype of the use_fp16 layers (official: fp16 on the num_fp16_res highest
+                                         # resolutions with conv_clamp 256); e.g. 'bfloat16'. None = float32.
 
     def schedule(self) -> SynthesisSchedule:
         return synthesis_schedule(
@@ -308,7 +313,8 @@ class SynthesisNetwork(nn.Module):
                            sched.input_bandwidth, name="input")(ws[:, 0], transform)
         acts = {"input": x}
         for i, spec in enumerate(sched.layers):
-            x = SynthesisLayer(spec, self.w_dim, self.conv_clamp, self.magnitude_ema_beta, self.impl,
+            dtype = jnp.dtype(self.fp16_dtype) if (self.fp16_dtype is not None and spec.use_fp16) else None
+            x = SynthesisLayer(spec, self.w_dim, self.conv_clamp, self.magnitude_ema_beta, self.impl, dtype,
                                name=spec.name)(x, ws[:, i + 1], update_emas=update_emas)
             acts[spec.name] = x
         if self.output_scale != 1:
@@ -373,7 +379,7 @@ class Generator(nn.Module):
 
 # Official SynthesisNetwork / SynthesisLayer constructor arguments we accept (the rest are errors).
 _SYNTHESIS_KWARGS = {f.name for f in dataclasses.fields(SynthesisNetwork)} - {
-    "w_dim", "img_resolution", "img_channels", "impl", "parent", "name"}
+    "w_dim", "img_resolution", "img_channels", "impl", "fp16_dtype", "parent", "name"}
 _MAPPING_KWARGS = {"num_layers", "lr_multiplier", "w_avg_beta", "freeze_layers", "freeze_embed"}
 
 

@@ -31,8 +31,8 @@ minibatch-stddev groups within each GPU's slice; ours are formed over the global
 single-GPU run with the same batch.)
 
 Mixed precision: ``TrainConfig.bf16`` switches the discriminator's ``num_fp16_res`` highest-resolution blocks
-to bfloat16 (``Discriminator.fp16_dtype``). The generator has no dtype switch yet (``LayerSpec.use_fp16`` is
-computed but unused), so its layers stay float32.
+to bfloat16 (``Discriminator.fp16_dtype``) and the StyleGAN3 generator's ``use_fp16`` layers
+(``SynthesisNetwork.fp16_dtype``); styles, demodulation, EMAs and the optimizer stay float32.
 """
 
 from __future__ import annotations
@@ -289,6 +289,10 @@ class TrainStep:
         self.config = TrainConfig.from_config(config)
         if self.config.bf16 and getattr(D, "fp16_dtype", None) is None:
             D = D.clone(fp16_dtype=jnp.bfloat16)
+        if (self.config.bf16 and hasattr(G, "synthesis_kwargs")
+                and "fp16_dtype" not in dict(G.synthesis_kwargs or {})):
+            # The generator's use_fp16 layers (the num_fp16_res highest resolutions) compute in bfloat16.
+            G = G.clone(synthesis_kwargs={**dict(G.synthesis_kwargs or {}), "fp16_dtype": "bfloat16"})
         self.G, self.D = G, D
         self.mesh = make_mesh() if mesh is None else mesh
         self.batch_sharding = data_sharding(self.mesh)
