@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.grid_size = 8                    # Grid of grid_size x grid_size fixed-seed samples.
     c.log.grid_psi = 1.0                   # Truncation of the grid samples.
     c.log.progress_bar = True              # tqdm progress bar on stderr.
+    c.log.metrics = "eqt_int,eqt_frac,eqr"  # Equivariance metrics computed during training (G_ema).
+    c.log.metrics_kimg = 0.0               # Compute them every N kimg; 0 = never.
+    c.log.metrics_num = 1000               # Samples per evaluation (the paper uses 50000).
     return c
 
 

@@ -82,16 +82,22 @@ def final_params(workdir: Path) -> dict:
 def test_train_writes_grids_checkpoints_logs(tmp_path, cache_dir):
     config = write_config(tmp_path, total_kimg=0.016)  # 4 steps of batch 4
     workdir = tmp_path / "run"
-    out = subprocess.run(train_cmd(config, workdir), env=env(cache_dir), capture_output=True, text=True,
-                         timeout=900, cwd=REPO)
+    # Equivariance metrics during training, at the end of the run (every 4 steps).
+    out = subprocess.run(train_cmd(config, workdir, "--config.log.metrics_kimg=0.016", "--config.log.metrics_num=2",
+                                   "--config.log.metrics=eqt_int"),
+                         env=env(cache_dir), capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (workdir / "images" / "fakes_init.png").is_file()
     assert len(list((workdir / "images").glob("fakes_0*.png"))) >= 2
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 4 and len(steps) <= 3  # keep_checkpoints = 3
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert lines and {"Loss/G", "Loss/D", "Timing/sec_per_kimg", "kimg"} <= set(lines[-1])
-    assert all(np.isfinite(v) for v in lines[-1].values())
+    train_lines = [line for line in lines if "Loss/G" in line]
+    assert train_lines and {"Loss/G", "Loss/D", "Timing/sec_per_kimg", "kimg"} <= set(train_lines[-1])
+    assert all(np.isfinite(v) for v in train_lines[-1].values())
+    metric_lines = [line for line in lines if "Metrics/eqt_int" in line]
+    assert metric_lines and np.isfinite(metric_lines[-1]["Metrics/eqt_int"])
+    assert "metrics eqt_int" in out.stdout
     assert any((workdir / "tensorboard").iterdir())
     assert "kimg" in out.stdout and "s/kimg" in out.stdout
     # Sampling from the run's checkpoint works.
@@ -157,3 +163,20 @@ def test_bad_override_is_reported(tmp_path, cache_dir):
     out = subprocess.run(train_cmd(config, tmp_path / "run", "--config.train.batchsize=3"),
                          env=env(cache_dir), capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 2 and "unknown config key 'train.batchsize'" in out.stderr
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, cache_dir):
+    # A huge D learning rate overflows D's weights after the first update: the next step's loss is not
+    # finite, the run stops naming that step, and the checkpoints written before stay readable.
+    config = write_config(tmp_path, total_kimg=0.016)
+    workdir = tmp_path / "run"
+    out = subprocess.run(train_cmd(config, workdir, "--config.train.d_lr=1e30",
+                                   "--config.train.r1_gamma=0", "--config.log.checkpoint_kimg=0.004"),
+                         env=env(cache_dir), capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert out.returncode == 3, (out.stdout[-2000:], out.stderr[-2000:])
+    assert "non-finite loss or gradient at step" in out.stderr
+    assert "Last good checkpoint" in out.stderr
+    from stylegan_jax.checkpoint import load_checkpoint
+
+    meta, _ = load_checkpoint(workdir)
+    assert 1 <= meta["step"] < 4

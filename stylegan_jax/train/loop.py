@@ -182,6 +182,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
     if start_step == 0:
         save_grid(0.0, "init")
 
+    metric_names = [m.strip() for m in str(config.log.metrics).split(",") if m.strip()]
+    metric_steps = round(config.log.metrics_kimg * 1000 / batch_size) if config.log.metrics_kimg > 0 else 0
+    evaluator = None
+
+    def evaluate_metrics(step: int) -> None:
+        # Equivariance of G_ema, sharded over the same mesh; logged like the training metrics.
+        nonlocal evaluator
+        from stylegan_jax.metrics.equivariance import EquivarianceEvaluator
+
+        if evaluator is None:
+            evaluator = EquivarianceEvaluator(G, metric_names, mesh=mesh if mesh.size > 1 else None)
+        eval_batch = max(mesh.size, min(16, config.log.metrics_num))
+        eval_batch -= eval_batch % mesh.size
+        results = evaluator(state_g_ema(state), config.log.metrics_num, seed=config.train.seed, batch_size=eval_batch)
+        values = {f"Metrics/{k}": float(v) for k, v in results.items()}
+        logger.write(step, kimg_of(step), values)
+        if is_main:
+            log("metrics " + "  ".join(f"{k} {v:.2f} dB" for k, v in results.items()))
+
     tick_steps = max(1, round(config.log.tick_kimg * 1000 / batch_size))
     image_steps = max(1, round(config.log.image_kimg * 1000 / batch_size))
     ckpt_steps = max(1, round(config.log.checkpoint_kimg * 1000 / batch_size))
@@ -227,6 +246,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
                 save_grid(kimg_of(step), f"{int(round(kimg_of(step) * 1000)):08d}")
             if step % ckpt_steps == 0 or step == end_step:
                 save(step, kimg_of(step))
+            if metric_steps and (step % metric_steps == 0 or step == end_step):
+                evaluate_metrics(step)
     finally:
         if progress:
             progress.close()
