@@ -188,7 +188,7 @@ def test_metrics_command(tiny_generator, tiny_result, tmp_path, capsys):
     table = capsys.readouterr().out
     assert all(name in table for name in ("EQ-T", "EQ-R", " dB")) and "EQ-T_frac" not in table, table
     report = json.loads(out.read_text())
-    assert report["num_samples"] == 3 and report["unit"] == "dB"
+    assert report["num_samples"] == 3 and report["units"] == {"eqr": "dB", "eqt_int": "dB"}
     assert list(report["results"]) == ["eqr", "eqt_int"]
     # The same per-sample draws as the fixture's run of all three metrics (another compiled program:
     # equal up to float rounding).
