@@ -102,7 +102,13 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             state = serialization.from_state_dict(target, restored["state"])
         else:
-            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+            # Restore onto this process's first device whatever topology saved it (a run on 8 GPUs
+            # must load on a laptop), using the shapes and dtypes stored in the checkpoint.
+            stored = ocp.StandardCheckpointer().metadata(directory / str(step) / "state")
+            stored = getattr(stored, "item_metadata", stored)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
+            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as e:
         raise CheckpointError(f"{directory}/{step}: the state could not be restored ({type(e).__name__}: {e}); "
                               "the checkpoint is truncated, corrupt, or from a different model/config") from e

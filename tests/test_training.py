@@ -180,3 +180,29 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, cach
 
     meta, _ = load_checkpoint(workdir)
     assert 1 <= meta["step"] < 4
+
+
+@pytest.mark.slow
+def test_eight_devices_match_one(tmp_path, cache_dir):
+    # The same command on 8 simulated CPU devices (global batch split over the 'data' mesh axis)
+    # ends with the same parameters as on 1 device, to float tolerance.
+    config = write_config(tmp_path, total_kimg=0.016)  # batch 8 below: 2 steps
+    results = {}
+    for n in (1, 8):
+        e = env(cache_dir)
+        e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+        workdir = tmp_path / f"dev{n}"
+        out = subprocess.run(train_cmd(config, workdir, "--config.train.batch_size=8"), env=e, capture_output=True,
+                             text=True, timeout=1200, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[n] = final_params(workdir)[1]
+    assert results[1].keys() == results[8].keys()
+    moved = 0.0
+    for k in results[1]:
+        a, b = results[1][k], results[8][k]
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=k)
+            moved = max(moved, float(np.abs(a).max()))
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=k)
+    assert moved > 0
