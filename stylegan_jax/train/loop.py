@@ -60,19 +60,12 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
 
 
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
-    from PIL import Image
-
+    """Save a grid of generator outputs (NCHW, [-1, 1]) as PNG, atomically (write, then rename)."""
     from stylegan_jax.apis.postprocessing import denormalize
+    from stylegan_jax.apis.sampling import image_grid
 
-    imgs = denormalize(np.asarray(images_nchw, np.float32))  # uint8 NHWC
-    n, h, w, ch = imgs.shape
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * h, cols * w, ch), np.uint8)
-    for i, im in enumerate(imgs):
-        r, c = divmod(i, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = im
     tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(grid.squeeze(-1) if ch == 1 else grid).save(tmp)
+    image_grid(denormalize(np.asarray(images_nchw, np.float32)), cols=cols).save(tmp)
     tmp.replace(path)
 
 
