@@ -1,13 +1,15 @@
 """Training-step benchmark: seconds per iteration, images/s and s/kimg of the compiled step (compile excluded).
 
-One iteration is what the official training loop does per batch: Gmain, Dmain and, every ``--reg-interval``
-iterations, Dreg (lazy R1), then the G_ema update. Both compiled variants are timed separately and combined
-into the average over a regularization period, ``((I - 1) * t_main + t_reg) / I``, which is what a long run
-sees. The batch is random data already on the devices, so input-pipeline time is not included.
+One iteration is what the official training loop does per batch: Gmain, (StyleGAN2 only: Greg, lazy
+path-length reg every ``--g-reg-interval``), Dmain and, every ``--reg-interval`` iterations, Dreg (lazy R1),
+then the G_ema update. Every compiled variant a run uses is timed separately and combined into the average over
+one regularization period (e.g. StyleGAN3: ``((I - 1) * t_main + t_reg) / I``), which is what a long run sees.
+The batch is random data already on the devices, so input-pipeline time is not included.
 
 CPU (small models; ``--devices N`` simulates N CPU devices for the data-parallel path):
   python benchmarks/train_step.py --cfg t --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --json out.json
   python benchmarks/train_step.py --cfg t --res 64 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --devices 2
+  python benchmarks/train_step.py --cfg stylegan2 --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8
 
 GPU, the official StyleGAN3-T 256x256 setting (official channels, mapping depth 2, batch 32, gamma 2):
   python benchmarks/train_step.py --cfg t --res 256 --cbase 32768 --cmax 512 --map-layers 2 --batch 32 \\
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,7 +37,8 @@ OFFICIAL_1GPU = {("t", 256): {"A100": 49.81, "V100": 89.15}, ("r", 256): {"A100"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cfg", choices=["t", "r"], default="t", help="StyleGAN3-T or -R")
+    ap.add_argument("--cfg", choices=["t", "r", "stylegan2"], default="t",
+                    help="StyleGAN3-T or -R, or the StyleGAN2 baseline (official --cfg=stylegan2 training options)")
     ap.add_argument("--res", type=int, default=64, help="image resolution")
     ap.add_argument("--cbase", type=int, default=32768, help="channel_base of G and D (R doubles it for G)")
     ap.add_argument("--cmax", type=int, default=512, help="channel_max of G and D (R doubles it for G)")
@@ -46,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                            "N > 1 simulates N host devices")
     ap.add_argument("--gamma", type=float, default=2.0, help="R1 gamma")
     ap.add_argument("--reg-interval", type=int, default=16, help="lazy R1 interval")
+    ap.add_argument("--g-reg-interval", type=int, default=4, help="lazy path-length reg interval (stylegan2 only)")
     ap.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size")
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
     ap.add_argument("--bf16", action="store_true", help="bf16 in D's highest-resolution blocks")
@@ -77,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"only {len(devices)} devices available, asked for {args.devices}", file=sys.stderr)
         return 2
     mesh = make_mesh(devices)
-    tc = TrainConfig(batch_size=args.batch, r1_gamma=args.gamma, d_reg_interval=args.reg_interval, bf16=args.bf16)
+    sg2 = args.cfg == "stylegan2"
+    # StyleGAN2: the official --cfg=stylegan2 options (style mixing 0.9, path-length weight 2, G lr 0.002).
+    sg2_options = dict(g_reg_interval=args.g_reg_interval, pl_weight=2.0, style_mixing_prob=0.9, g_lr=0.002)
+    tc = TrainConfig(batch_size=args.batch, r1_gamma=args.gamma, d_reg_interval=args.reg_interval, bf16=args.bf16,
+                     **(sg2_options if sg2 else {}))
     G = build_generator(cfg=args.cfg, z_dim=args.z_dim, w_dim=args.z_dim, img_resolution=args.res,
                         img_channels=args.channels, channel_base=args.cbase, channel_max=args.cmax,
                         mapping_layers=args.map_layers, impl=args.impl,
@@ -109,31 +118,42 @@ def main(argv: list[str] | None = None) -> int:
             print("warning: non-finite step (state not updated)", file=sys.stderr)
         return first - statistics.median(times), times
 
-    compile_reg, t_reg = timed(0)
-    compile_main, t_main = timed(1)
-    interval = max(args.reg_interval, 1)
-    s_main, s_reg = statistics.median(t_main), statistics.median(t_reg)
-    s_iter = ((interval - 1) * s_main + s_reg) / interval
+    # Which variant each iteration of one regularization period runs, and one iteration to time it with.
+    period = math.lcm(max(args.reg_interval, 1), max(tc.g_reg_interval or 1, 1))
+    kinds = [(step.wants_reg(i), step.wants_g_reg(i)) for i in range(period)]
+    names = {(False, False): "main", (True, False): "reg", (False, True): "greg", (True, True): "reg+greg"}
+    timings = {}
+    for kind in dict.fromkeys(kinds):
+        compile_s, times = timed(kinds.index(kind))
+        timings[names[kind]] = (compile_s, times, statistics.median(times))
+    s_iter = sum(timings[names[k]][2] for k in kinds) / period
+    s_main = timings["main"][2]
+    s_reg = timings["reg+greg" if sg2 else "reg"][2]
+    compile_main = timings["main"][0]
+    compile_reg = timings["reg+greg" if sg2 else "reg"][0]
     img_s = args.batch / s_iter
     backend = jax.default_backend()
     kind = str(devices[0].device_kind)
     result = {
         "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
         "z_dim": args.z_dim, "batch": args.batch, "devices": len(devices), "impl": args.impl, "bf16": args.bf16,
-        "gamma": args.gamma, "reg_interval": args.reg_interval, "s_per_iter": s_iter, "s_main": s_main,
+        "gamma": args.gamma, "reg_interval": args.reg_interval,
+        "g_reg_interval": tc.g_reg_interval, "period": period,
+        "variants": {k: {"compile_s": v[0], "median_s": v[2]} for k, v in timings.items()},
+        "s_per_iter": s_iter, "s_main": s_main,
         "s_reg": s_reg, "img_per_s": img_s, "s_per_kimg": 1000 / img_s, "compile_main_s": compile_main,
         "compile_reg_s": compile_reg, "init_s": init_s, "runs": args.runs, "backend": backend, "device": kind,
         "host": platform.node(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
     }
     ref = OFFICIAL_1GPU.get((args.cfg, args.res))
-    rows = [("config", f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} "
+    arch = "StyleGAN2" if sg2 else f"StyleGAN3-{args.cfg.upper()}"
+    rows = [("config", f"{arch} {args.res}px cbase={args.cbase} cmax={args.cmax} "
                        f"map={args.map_layers} z={args.z_dim} batch={args.batch} impl={args.impl}"
                        f"{' bf16' if args.bf16 else ''}"),
             ("devices", f"{len(devices)} x {backend} / {kind}"),
-            ("compile", f"main {compile_main:.1f} s, reg {compile_reg:.1f} s (init {init_s:.1f} s)"),
-            ("s/iter main", f"{s_main:.4f}  (min {min(t_main):.4f}, {args.runs} runs)"),
-            ("s/iter reg", f"{s_reg:.4f}  (min {min(t_reg):.4f}, {args.runs} runs)"),
-            (f"s/iter (1 reg per {interval})", f"{s_iter:.4f}"),
+            ("compile", ", ".join(f"{k} {v[0]:.1f} s" for k, v in timings.items()) + f" (init {init_s:.1f} s)"),
+            *[(f"s/iter {k}", f"{v[2]:.4f}  (min {min(v[1]):.4f}, {args.runs} runs)") for k, v in timings.items()],
+            (f"s/iter (avg over {period})", f"{s_iter:.4f}"),
             ("images/s", f"{img_s:.2f}"),
             ("s/kimg", f"{1000 / img_s:.2f}")]
     if ref:

@@ -76,9 +76,12 @@ def _resolve(path: str | Path) -> tuple[Path, int]:
     return path, steps[-1]
 
 
-def load_checkpoint(path: str | Path, step: int | None = None, target: Any = None) -> tuple[dict, Any]:
+def load_checkpoint(path: str | Path, step: int | None = None, target: Any = None,
+                    fill_missing: tuple[str, ...] = ()) -> tuple[dict, Any]:
     """Load ``(meta, state)``. ``state`` is restored into the structure of ``target`` if given
-    (arrays placed like ``target``'s leaves), else as nested dicts of arrays.
+    (arrays placed like ``target``'s leaves), else as nested dicts of arrays. Top-level entries of ``target``
+    named in ``fill_missing`` that the checkpoint lacks (fields added since it was written) keep ``target``'s
+    values; any other difference in structure is an error.
 
     Raises:
       CheckpointError: naming the path and what is wrong (missing, foreign, truncated or corrupt).
@@ -98,9 +101,16 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
             from flax import serialization
 
             template = serialization.to_state_dict(target)
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+            if fill_missing:
+                stored = ocp.StandardCheckpointer().metadata(directory / str(step) / "state")
+                stored = getattr(stored, "item_metadata", stored)
+                absent = {k for k in fill_missing if k in template and k not in stored}
+            else:
+                absent = set()
+            wanted = {k: v for k, v in template.items() if k not in absent}
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, wanted)
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-            state = serialization.from_state_dict(target, restored["state"])
+            state = serialization.from_state_dict(target, {**restored["state"], **{k: template[k] for k in absent}})
         else:
             # Restore onto this process's first device whatever topology saved it (a run on 8 GPUs
             # must load on a laptop), using the shapes and dtypes stored in the checkpoint.

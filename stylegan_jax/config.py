@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.model = ml_collections.ConfigDict()
-    c.model.cfg = "t"                      # 't' (translation equivariant) or 'r' (rotation equivariant).
+    c.model.cfg = "t"                      # 't', 'r' (StyleGAN3-T / -R) or 'stylegan2' (the baseline).
     c.model.z_dim = 512                    # Input latent (Z) dimensionality.
     c.model.w_dim = 512                    # Intermediate latent (W) dimensionality.
     c.model.mapping_layers = 8             # Mapping network depth (the design; official StyleGAN3 uses 2).
@@ -64,6 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eps = 1e-8                     # Adam epsilon.
     c.train.r1_gamma = 2.0                 # R1 weight (official 256px value).
     c.train.d_reg_interval = 16            # Lazy R1 every N D steps.
+    c.train.style_mixing_prob = 0.0        # Style-mixing regularization probability (StyleGAN2: 0.9).
+    c.train.pl_weight = 0.0                # Path-length regularization weight (StyleGAN2: 2; 0 = off).
+    c.train.g_reg_interval = 4             # Lazy path-length reg every N G steps (used when pl_weight > 0).
+    c.train.pl_batch_shrink = 2            # Path-length reg on batch_size // N latents.
+    c.train.pl_decay = 0.01                # Decay of the running mean of path lengths.
     c.train.ema_kimg = -1.0                # G EMA half-life in kimg; -1 = official batch * 10 / 32.
     c.train.ema_rampup = 0.05              # EMA rampup ratio; None = off.
     c.train.blur_init_sigma = 0.0          # D input blur at start (StyleGAN3-R uses 10).
@@ -81,6 +86,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.metrics = "eqt_int,eqt_frac,eqr"  # Equivariance metrics computed during training (G_ema).
     c.log.metrics_kimg = 0.0               # Compute them every N kimg; 0 = never.
     c.log.metrics_num = 1000               # Samples per evaluation (the paper uses 50000).
+    return c
+
+
+def use_stylegan2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Switch a config to the StyleGAN2 baseline with the official ``--cfg=stylegan2`` training settings
+    (NVlabs/stylegan3 train.py): 8 mapping layers, G lr 0.002, style mixing 0.9, path-length regularization
+    weight 2 every 4 iterations on half the batch; no equivariance metrics (they need StyleGAN3's input
+    transform). Data, resolution, channels, gamma and batch are left as they are. Returns ``c``."""
+    c.model.cfg = "stylegan2"
+    c.model.mapping_layers = 8
+    c.train.g_lr = 0.002
+    c.train.style_mixing_prob = 0.9
+    c.train.pl_weight = 2.0
+    c.train.g_reg_interval = 4
+    c.train.pl_batch_shrink = 2
+    c.train.pl_decay = 0.01
+    c.log.metrics_kimg = 0.0
     return c
 
 

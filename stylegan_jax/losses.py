@@ -4,10 +4,14 @@ Two levels:
 
 - per-sample terms (``g_nonsaturating_loss``, ``d_logistic_loss``, ``r1_penalty``): shape ``[N]`` or
   ``[N, 1]`` like the logits; the official training loop back-propagates the batch mean of each term;
-- the three training phases of the official ``StyleGAN2Loss.accumulate_gradients`` (``g_main_loss``,
-  ``d_main_loss``, ``d_reg_loss``): scalar batch means as pure functions of the networks' variables,
-  the batch and an rng, ready for ``jax.value_and_grad``. They include the options the official loss
-  has beyond StyleGAN3's defaults (style mixing, the discriminator blur of the R config), off by default.
+- the four training phases of the official ``StyleGAN2Loss.accumulate_gradients`` (``g_main_loss``,
+  ``g_pl_loss``, ``d_main_loss``, ``d_reg_loss``): scalar batch means as pure functions of the networks'
+  variables, the batch and an rng, ready for ``jax.value_and_grad``. They include the options the official
+  loss has beyond StyleGAN3's defaults (style mixing, path-length regularization of the StyleGAN2 config,
+  the discriminator blur of the R config), off by default.
+
+Generators with noise inputs (StyleGAN2) draw their per-pixel noise from the flax rng stream ``'noise'``;
+the phase losses derive it from their ``rng`` (``noise_key``), so a phase is a pure function of its inputs.
 
 ``d_apply`` arguments are callables ``d_apply(img, c) -> logits [N, 1]`` with the discriminator's
 variables closed over, e.g. ``lambda img, c: D.apply(variables, img, c)``.
@@ -91,6 +95,9 @@ class LossOptions:
     style_mixing_prob: float = 0.0   # Mixing regularization probability; official StyleGAN3 0, StyleGAN2 cfg 0.9.
     blur_init_sigma: float = 0.0     # D input blur sigma at kimg 0 (official StyleGAN3-R: 10, T: 0).
     blur_fade_kimg: float = 0.0      # Blur fades linearly to 0 over this many kimg (R: batch * 200 / 32); 0 = no blur.
+    pl_weight: float = 0.0           # Path-length regularization weight; official StyleGAN2 cfg 2, StyleGAN3 0.
+    pl_batch_shrink: int = 2         # Greg runs on batch // pl_batch_shrink latents (official default 2).
+    pl_decay: float = 0.01           # Rate of the running mean of path lengths (official default 0.01).
 
 
 def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
@@ -125,17 +132,37 @@ def blur_images(img: jnp.ndarray, sigma: jnp.ndarray | float, max_sigma: float) 
     return jnp.transpose(y, (0, 3, 1, 2)).astype(img.dtype)
 
 
+def noise_key(rng: jax.Array) -> jax.Array:
+    """The key of the generator's ``'noise'`` rng stream in a phase with key ``rng`` (a fold, so the style-mixing
+    draws from ``rng`` are the same with and without noise inputs)."""
+    return jax.random.fold_in(rng, 0x6E6F6973)  # 'nois'
+
+
+def _mix_styles(module, ws, z, c, z_mix, mix_cutoff):
+    # ws from layer mix_cutoff on come from a second latent, mapped without EMA update.
+    if z_mix is None:
+        return ws
+    ws_mix = module.map(z_mix, c, update_emas=False)
+    take_mix = (jnp.arange(ws.shape[1]) >= mix_cutoff)[None, :, None]
+    return jnp.where(take_mix, ws_mix, ws)
+
+
+def _g_map_forward(module, z, c, z_mix, mix_cutoff):
+    """Mapping of the official ``run_G`` without EMA update, style mixing included: z -> ws."""
+    return _mix_styles(module, module.map(z, c, update_emas=False), z, c, z_mix, mix_cutoff)
+
+
+def _g_synthesis_forward(module, ws):
+    return module.synthesize(ws, update_emas=False)
+
+
 def _g_train_forward(module, z, c, z_mix, mix_cutoff, update_emas: bool):
     """Generator forward of the official ``run_G`` (called as ``G.apply(..., method=_g_train_forward)``).
 
     With ``z_mix``, the ws from layer ``mix_cutoff`` on come from a second latent mapped without EMA update
     (style mixing regularization); ``mix_cutoff == num_ws`` mixes nothing.
     """
-    ws = module.map(z, c, update_emas=update_emas)
-    if z_mix is not None:
-        ws_mix = module.map(z_mix, c, update_emas=False)
-        take_mix = (jnp.arange(ws.shape[1]) >= mix_cutoff)[None, :, None]
-        ws = jnp.where(take_mix, ws_mix, ws)
+    ws = _mix_styles(module, module.map(z, c, update_emas=update_emas), z, c, z_mix, mix_cutoff)
     img = module.synthesize(ws, update_emas=update_emas)
     return img, ws
 
@@ -150,23 +177,31 @@ def run_generator(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], z: jn
     already depends on the updated statistics (as in the official Dmain phase).
     Style mixing (``style_mixing_prob > 0``, needs ``rng``): with that probability, one cutoff drawn
     uniformly from ``[1, num_ws)`` for the whole batch, ws from the cutoff on come from fresh latents.
+    Noise inputs (StyleGAN2, ``noise_mode='random'``) draw from ``noise_key(rng)``; such a generator needs ``rng``.
     """
     variables = {"params": g_params, **g_state}
-    z_mix, cutoff = None, None
-    if style_mixing_prob > 0:
-        if rng is None:
-            raise ValueError("run_generator: style mixing needs an rng")
-        k_cut, k_prob, k_z = jax.random.split(rng, 3)
-        num_ws = G.num_ws
-        cutoff = jax.random.randint(k_cut, (), 1, num_ws)
-        cutoff = jnp.where(jax.random.uniform(k_prob, ()) < style_mixing_prob, cutoff, num_ws)
-        z_mix = jax.random.normal(k_z, z.shape, z.dtype)
+    z_mix, cutoff = _style_mixing_draw(G, z, style_mixing_prob, rng)
+    rngs = {"noise": noise_key(rng)} if rng is not None else {}
     if update_emas:
         (img, ws), updated = G.apply(variables, z, c, z_mix, cutoff, True, method=_g_train_forward,
-                                     mutable=["ema"])
+                                     mutable=["ema"], rngs=rngs)
         return img, ws, updated["ema"]
-    img, ws = G.apply(variables, z, c, z_mix, cutoff, False, method=_g_train_forward)
+    img, ws = G.apply(variables, z, c, z_mix, cutoff, False, method=_g_train_forward, rngs=rngs)
     return img, ws, None
+
+
+def _style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
+                       rng: jax.Array | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+    """``(z_mix, cutoff)`` of the official ``run_G`` style mixing, or ``(None, None)`` when it is off."""
+    if style_mixing_prob <= 0:
+        return None, None
+    if rng is None:
+        raise ValueError("run_generator: style mixing needs an rng")
+    k_cut, k_prob, k_z = jax.random.split(rng, 3)
+    num_ws = G.num_ws
+    cutoff = jax.random.randint(k_cut, (), 1, num_ws)
+    cutoff = jnp.where(jax.random.uniform(k_prob, ()) < style_mixing_prob, cutoff, num_ws)
+    return jax.random.normal(k_z, z.shape, z.dtype), cutoff
 
 
 def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndarray,
@@ -187,6 +222,42 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
     img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng)
     logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma)
     return jnp.mean(g_nonsaturating_loss(logits)), {"fake_logits": logits}
+
+
+def g_pl_loss(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], gen_z: jnp.ndarray, gen_c: jnp.ndarray,
+              pl_mean: jnp.ndarray | float, *, opts: LossOptions = LossOptions(), rng: jax.Array,
+              ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+    """Greg: the path-length regularizer of the official StyleGAN2 loss, differentiable w.r.t. ``g_params``
+    (argnums=1). Without the lazy-regularization gain: the caller multiplies by the interval.
+
+    On the first ``N // pl_batch_shrink`` latents (G run as in ``run_G``: no EMA update, style mixing, random
+    noise inputs), with ``y`` a fresh normal image scaled by ``1 / sqrt(H * W)``:
+
+    - ``pl_lengths = sqrt(mean_layers(sum_w (d sum(G(ws) * y) / d ws)^2))`` per sample;
+    - ``pl_mean' = pl_mean + pl_decay * (mean(pl_lengths) - pl_mean)`` (the official ``lerp``; it stays in the
+      graph, as in the official code, so 1% of the gradient flows through the batch mean);
+    - loss ``= pl_weight * mean((pl_lengths - pl_mean')^2)``, a double backward through the synthesis network.
+
+    Returns ``(loss, aux)`` with the per-sample ``pl_penalty`` and ``pl_lengths`` and the new running mean
+    ``pl_mean`` (stop-gradient) for the caller to keep. The official running mean is per GPU; ours is over the
+    global batch.
+    """
+    n = max(gen_z.shape[0] // max(int(opts.pl_batch_shrink), 1), 1)
+    z, c = gen_z[:n], gen_c[:n]
+    k_run, k_pl = jax.random.split(rng)
+    variables = {"params": g_params, **g_state}
+    z_mix, cutoff = _style_mixing_draw(G, z, opts.style_mixing_prob, k_run)
+    ws = G.apply(variables, z, c, z_mix, cutoff, method=_g_map_forward)
+    rngs = {"noise": noise_key(k_run)}
+    img, pullback = jax.vjp(lambda w: G.apply(variables, w, method=_g_synthesis_forward, rngs=rngs), ws)
+    pl_noise = jax.random.normal(k_pl, img.shape, jnp.float32) / np.sqrt(img.shape[2] * img.shape[3])
+    (pl_grads,) = pullback(pl_noise.astype(img.dtype))
+    pl_lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(pl_grads.astype(jnp.float32)), axis=2), axis=1))
+    pl_mean = jnp.asarray(pl_mean, jnp.float32)
+    new_pl_mean = pl_mean + (jnp.mean(pl_lengths) - pl_mean) * opts.pl_decay
+    penalty = jnp.square(pl_lengths - new_pl_mean)
+    aux = {"pl_penalty": penalty, "pl_lengths": pl_lengths, "pl_mean": lax.stop_gradient(new_pl_mean)}
+    return jnp.mean(penalty) * opts.pl_weight, aux
 
 
 def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_state: Mapping[str, Any],
@@ -237,6 +308,8 @@ __all__ = [
     "d_reg_loss",
     "g_main_loss",
     "g_nonsaturating_loss",
+    "g_pl_loss",
+    "noise_key",
     "r1_grad",
     "r1_penalty",
     "r1_penalty_from_grad",

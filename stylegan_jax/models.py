@@ -26,10 +26,32 @@ def stylegan3_synthesis_kwargs(cfg: str, channel_base: int = 32768, channel_max:
     return kw
 
 
+GENERATOR_CFGS = ("t", "r", "stylegan2")
+
+
 def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0, img_resolution: int = 256,
                     img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
-                    impl: str = "fast", **synthesis_overrides) -> Generator:
-    """A StyleGAN3-T or -R generator; defaults are the design's (z = w = 512, 8 mapping layers, 256x256x3)."""
+                    impl: str = "fast", **synthesis_overrides):
+    """A StyleGAN3-T (``cfg='t'``), StyleGAN3-R (``'r'``) or StyleGAN2 (``'stylegan2'``) generator; defaults are
+    the design's (z = w = 512, 8 mapping layers, 256x256x3).
+
+    ``synthesis_overrides`` are synthesis-network fields: for StyleGAN3 any ``SynthesisNetwork`` field
+    (``magnitude_ema_beta``, ``conv_clamp``, ...); for StyleGAN2 the ``StyleGAN2Generator`` fields
+    (``conv_clamp``, ``architecture``, ``use_noise``, ...). StyleGAN3-only ones (``magnitude_ema_beta``) are
+    ignored for StyleGAN2 so that one config can describe both.
+    """
+    if cfg == "stylegan2":
+        from stylegan_jax.networks.stylegan2 import STYLEGAN2_FIELDS, StyleGAN2Generator
+
+        overrides = {k: v for k, v in synthesis_overrides.items() if k not in ("magnitude_ema_beta",)}
+        unknown = sorted(set(overrides) - set(STYLEGAN2_FIELDS))
+        if unknown:
+            raise ValueError(f"build_generator: {unknown} are not StyleGAN2 generator fields")
+        return StyleGAN2Generator(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                  img_channels=img_channels, mapping_layers=mapping_layers, channel_base=channel_base,
+                                  channel_max=channel_max, **overrides)
+    if cfg not in GENERATOR_CFGS:
+        raise ValueError(f"unknown generator config {cfg!r}; expected one of {GENERATOR_CFGS}")
     kw = stylegan3_synthesis_kwargs(cfg, channel_base, channel_max, impl=impl, **synthesis_overrides)
     return Generator(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                      mapping_layers=mapping_layers, synthesis_kwargs=kw)
@@ -68,4 +90,5 @@ def generator_from_config(config: dict, impl: str = "fast"):
     return Generator(**kwargs)
 
 
-__all__ = ["build_generator", "generator_config", "generator_from_config", "stylegan3_synthesis_kwargs"]
+__all__ = ["GENERATOR_CFGS", "build_generator", "generator_config", "generator_from_config",
+           "stylegan3_synthesis_kwargs"]

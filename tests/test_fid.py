@@ -341,3 +341,24 @@ def test_compute_fid_kid_end_to_end_and_cache(tmp_path, weights, monkeypatch):
     check_fid_inputs(seen[-1])
     assert np.isclose(F.compute_kid(G, g_vars, batches, inc, 3, 2, seed=7, max_real=3), got["kid"], rtol=1e-6)
     assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_generator_stats_of_a_stylegan2_use_random_noise(weights):
+    """StyleGAN2 has noise inputs: generated statistics use random noise (as the official metrics) drawn from the
+    documented key, and work without the caller passing an rng."""
+    from stylegan_jax.models import build_generator
+
+    inc = weights[3]
+    G = build_generator(cfg="stylegan2", z_dim=8, w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+                        channel_max=8, mapping_layers=1)
+    g_vars = jax.jit(G.init)(jax.random.key(0), jnp.zeros((1, 8)), None)
+    g_vars = {**g_vars, "params": jax.tree_util.tree_map_with_path(
+        lambda p, x: x + 0.5 if "noise_strength" in jax.tree_util.keystr(p) else x, g_vars["params"])}
+    stats = F.generator_feature_stats(G, g_vars, inc, num_gen=2, batch_size=2, seed=3, capture_all=True)
+    key = jax.random.fold_in(jax.random.key(3), 0)
+    z = jax.random.normal(key, (2, 8))
+    img = jax.jit(lambda v, z, k: G.apply(v, z, None, rngs={"noise": k}))(g_vars, z, jax.random.fold_in(key, 1))
+    u8 = np.clip(np.asarray(img) * 127.5 + 128, 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(stats.get_all(), np.asarray(I.inception_features(inc, u8)), rtol=1e-4, atol=1e-5)
+    const = jax.jit(lambda v, z: G.apply(v, z, None, noise_mode="const"))(g_vars, z)
+    assert not np.allclose(np.asarray(const), np.asarray(img))

@@ -8,6 +8,7 @@ Exports are slow (~10-30 s each on 2 CPU cores), so each fixture model is export
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -240,3 +241,40 @@ def test_pad_lowering_handles_interior_negative_and_dynamic_batch() -> None:
     for n in (1, 3):
         x = np.random.RandomState(n).randn(n, 5, 4, 3).astype(np.float32)
         np.testing.assert_array_equal(sess.run(None, {sess.get_inputs()[0].name: x})[0], np.asarray(fn(x)))
+
+
+def test_stylegan2_export_bakes_in_const_noise(tmp_path, capsys) -> None:
+    """A StyleGAN2 checkpoint through ``stylegan-jax export`` (noise_mode 'const' in the graph), then served."""
+    from stylegan_jax.apis.inference import InferenceSession
+    from stylegan_jax.checkpoint import save_checkpoint
+    from stylegan_jax.cli import main
+    from stylegan_jax.models import generator_config
+    from tests.test_stylegan2_sampling import tiny_sg2, tiny_sg2_variables
+
+    RES = 32  # the smallest size the default watermark payload fits
+    G, variables = tiny_sg2(RES), tiny_sg2_variables(RES)  # non-zero noise strengths: the noise mode shows
+    ckpt, out = tmp_path / "ckpt", tmp_path / "sg2.onnx"
+    save_checkpoint(ckpt, 0, {"G_ema": variables}, {"generator": generator_config(G)})
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 0  # verifies against JAX at 1e-4
+    assert "onnxruntime vs JAX" in capsys.readouterr().out
+    meta = read_metadata(out)
+    assert meta["noise_mode"] == "const" and meta["generator_config"]["class"] == "stylegan2.Generator"
+    assert meta["inputs"] == ["z", "psi"] and meta["num_ws"] == G.num_ws
+
+    z = np.random.RandomState(0).randn(3, G.z_dim).astype(np.float32)
+    session = InferenceSession(out)
+    got = session.generate_float(z, psi=0.7)
+    modes = jax.jit(lambda v, z: [G.apply(v, z, None, 0.7, noise_mode=m) for m in ("const", "none")])(variables, z)
+    np.testing.assert_allclose(got, np.asarray(modes[0]), atol=ATOL)
+    assert np.abs(got - np.asarray(modes[1])).max() > 1e-2  # the noise is in the graph
+    assert session.generate_seed(1, psi=0.7).shape == (1, RES, RES, 3)
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from stylegan_jax.apis.server import create_app
+
+    response = TestClient(create_app(session)).get("/generate?seed=1&psi=0.7")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (RES, RES)

@@ -197,6 +197,19 @@ def test_style_mixing_grid(sampler):
         sampler.style_mix([0], [1], [sampler.num_ws])
 
 
+def test_noise_mode_is_accepted_and_ignored_by_stylegan3(sampler):
+    assert not sampler.stylegan2
+    seeds = [0, 1, 2, 3]
+    base = sampler.images(seeds, psi=0.7)
+    for mode in ("const", "random", "none"):
+        np.testing.assert_array_equal(sampler.images(seeds, psi=0.7, noise_mode=mode), base)
+    mixed = sampler.style_mix([0, 1], [2, 3, 4], range(0, 7))[2]
+    np.testing.assert_array_equal(sampler.style_mix([0, 1], [2, 3, 4], range(0, 7), noise_mode="random")[2], mixed)
+    with pytest.raises(ValueError, match="noise_mode"):
+        sampler.images(seeds, noise_mode="zero")
+    np.testing.assert_array_equal(sampler.input_transform((0.1, -0.05), 12.0), make_transform((0.1, -0.05), 12.0))
+
+
 @pytest.mark.parametrize("kind", ["linear", "slerp"])
 def test_interpolation(sampler, kind):
     frames = sampler.interpolate([0, 1, 2], frames_per_transition=3, kind=kind, psi=0.8)

@@ -206,3 +206,95 @@ def test_eight_devices_match_one(tmp_path, cache_dir):
         else:
             np.testing.assert_array_equal(a, b, err_msg=k)
     assert moved > 0
+
+
+# ---- the StyleGAN2 baseline through the same command -------------------------------------------------------
+
+STYLEGAN2 = ("--config.data.resolution=16", "--config.model.cfg=stylegan2", "--config.train.style_mixing_prob=0.9", "--config.train.pl_weight=2",
+             "--config.train.g_reg_interval=2", "--config.train.g_lr=0.002")
+
+
+def test_stylegan2_trains_with_the_same_command(tmp_path, cache_dir):
+    config = write_config(tmp_path, total_kimg=0.016)  # 4 steps: Greg at 0 and 2, Dreg at 0 and 2
+    workdir = tmp_path / "run"
+    out = subprocess.run(train_cmd(config, workdir, *STYLEGAN2), env=env(cache_dir), capture_output=True, text=True,
+                         timeout=900, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "PL " in out.stdout
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    last = [line for line in lines if "Loss/pl_penalty" in line][-1]
+    assert all(np.isfinite(v) for v in last.values())
+    assert last["Loss/pl_penalty"] > 0 and last["Progress/pl_mean"] > 0
+    assert (workdir / "images" / "fakes_init.png").is_file()
+    meta, state = final_params(workdir)
+    assert meta["generator"]["class"] == "stylegan2.Generator" and meta["step"] == 4
+    assert int(state["['g_reg_steps']"]) == 2 and float(state["['pl_mean']"]) > 0
+
+    from stylegan_jax.checkpoint import load_generator
+    from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
+
+    G, variables = load_generator(workdir)
+    assert isinstance(G, StyleGAN2Generator) and G.img_resolution == 16
+    # Training moved the noise strengths away from their initial 0.
+    strengths = [float(v) for k, v in state.items() if k.startswith("['G']") and "noise_strength" in k]
+    assert strengths and any(s != 0.0 for s in strengths)
+    # Sampling from the run: const noise by default, random noise reproducible per seed.
+    from stylegan_jax.apis.sampling import Sampler
+
+    s = Sampler.from_checkpoint(workdir)
+    const = s.images(seeds=[0, 1])
+    assert const.shape == (2, 16, 16, 3)
+    np.testing.assert_array_equal(s.images(seeds=[0, 1], noise_mode="random"),
+                                  s.images(seeds=[0, 1], noise_mode="random"))
+
+
+def test_stylegan2_rejects_equivariance_metrics(tmp_path, cache_dir):
+    config = write_config(tmp_path, total_kimg=0.016)
+    out = subprocess.run(train_cmd(config, tmp_path / "run", *STYLEGAN2, "--config.log.metrics_kimg=0.008"),
+                         env=env(cache_dir), capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 2 and "equivariance metrics need a StyleGAN3 generator" in out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_stylegan2_resume_equals_unbroken_run(tmp_path, cache_dir):
+    # pl_mean and the Greg counters live in the train state: stopping after 1 step (mid-way between Greg steps)
+    # and resuming gives the unbroken run bit for bit.
+    config = write_config(tmp_path, total_kimg=0.016)
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    for workdir, extra in ((unbroken, ()), (broken, ("--stop-after-steps=1",)), (broken, ())):
+        out = subprocess.run(train_cmd(config, workdir, *STYLEGAN2, "--config.log.checkpoint_kimg=0.004", *extra),
+                             env=env(cache_dir), capture_output=True, text=True, timeout=900, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+    meta_a, a = final_params(unbroken)
+    meta_b, b = final_params(broken)
+    assert meta_a["step"] == meta_b["step"] == 4 and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_checkpoint_without_newer_state_fields_resumes(tmp_path):
+    """A train state saved before the path-length fields existed restores with them at their initial values;
+    any other structural difference is still an error."""
+    import jax
+    from flax import serialization
+
+    from stylegan_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from stylegan_jax.models import build_generator
+    from stylegan_jax.networks.discriminator import Discriminator
+    from stylegan_jax.train.loop import ADDED_STATE_FIELDS
+    from stylegan_jax.train.state import TrainConfig, create_train_state
+
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, img_resolution=8, img_channels=1, channel_base=32, channel_max=4,
+                        mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2)
+    D = Discriminator(c_dim=0, img_resolution=8, img_channels=1, channel_base=32, channel_max=4, mbstd_group_size=2)
+    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
+    old = {k: v for k, v in serialization.to_state_dict(state).items() if k not in ADDED_STATE_FIELDS}
+    old["step"] = np.int32(7)
+    save_checkpoint(tmp_path / "ckpt", 7, old, {"step": 7})
+    fresh = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(1))
+    _, restored = load_checkpoint(tmp_path / "ckpt", target=fresh, fill_missing=ADDED_STATE_FIELDS)
+    assert int(restored.step) == 7 and float(restored.pl_mean) == 0.0 and int(restored.g_reg_steps) == 0
+    np.testing.assert_array_equal(np.asarray(jax.tree.leaves(restored.G)[0]), np.asarray(jax.tree.leaves(state.G)[0]))
+    with pytest.raises(CheckpointError, match="could not be restored"):
+        load_checkpoint(tmp_path / "ckpt", target=fresh)

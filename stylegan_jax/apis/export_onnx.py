@@ -1,6 +1,8 @@
-"""Export a StyleGAN3 generator to ONNX through jax2onnx.
+"""Export a StyleGAN3 or StyleGAN2 generator to ONNX through jax2onnx.
 
-The exported graph is the whole ``G(z, c, psi)`` forward pass with the weights baked in as initializers:
+The exported graph is the whole ``G(z, c, psi)`` forward pass with the weights baked in as initializers. For a
+StyleGAN2 generator the noise inputs are baked in as ``noise_mode='const'`` (the noise images stored with the
+weights, the default of the official ``gen_images.py``): the graph is deterministic and has no noise input.
 
 ========  ==================================  =======================================================
 name      type / shape                        meaning
@@ -23,8 +25,9 @@ the opset allows (8 for opset 18; jax2onnx writes 10, which onnxruntime < 1.16 r
 
 The model's ``metadata_props`` hold ``z_dim``, ``c_dim``, ``w_dim``, ``img_resolution``, ``img_channels``,
 ``num_ws``, ``truncation_cutoff``, ``generator_config`` (the JSON of :func:`stylegan_jax.models.generator_config`,
-enough to rebuild the architecture), ``stylegan_jax_version``, ``jax2onnx_version``, ``opset``, ``impl`` and
-``inputs`` (comma-separated input names); :func:`read_metadata` returns them decoded.
+enough to rebuild the architecture), ``stylegan_jax_version``, ``jax2onnx_version``, ``opset``, ``impl``,
+``inputs`` (comma-separated input names) and, for StyleGAN2, ``noise_mode`` (``'const'``); :func:`read_metadata`
+returns them decoded.
 
 Two things in jax2onnx (0.17) are worked around here, inside :func:`_jax2onnx_patches` (scoped to the export
 and undone afterwards; nothing in ``stylegan_jax.ops`` had to change):
@@ -47,7 +50,9 @@ initializers no node reads are dropped (onnxruntime otherwise warns about them o
 Implementation choice: the export traces the generator with ``impl="ref"`` by default (``upfirdn2d`` as
 zero insertion + one grouped ``Conv`` per axis) rather than the default ``"fast"`` polyphase path (a
 ``Slice``/``Mul``/``Add`` per filter tap): about 3x fewer ONNX nodes and a 3x faster export, and both compute
-the same function (max difference ~1e-7 on the parity fixtures). ``impl="fast"`` is available.
+the same function (max difference ~1e-7 on the parity fixtures). ``impl="fast"`` is available. StyleGAN2 has no
+such switch (its resampling always takes the polyphase path); ``impl`` is ignored for it and recorded as
+``"fast"``.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stylegan_jax.models import generator_config
+from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
 from stylegan_jax.networks.stylegan3 import Generator
 
 __all__ = [
@@ -87,6 +93,8 @@ MIN_OPSET, MAX_OPSET = 18, 23
 INPUT_Z, INPUT_C, INPUT_PSI, OUTPUT_IMG = "z", "c", "psi", "img"
 # ONNX protobufs cannot exceed 2 GiB; larger models go to an external-data sidecar next to the .onnx.
 _PROTO_LIMIT = 2**31 - 2**20
+# StyleGAN2 noise inputs in the graph: the stored noise images (deterministic, no rng input needed).
+STYLEGAN2_NOISE_MODE = "const"
 
 
 class ExportError(RuntimeError):
@@ -235,24 +243,33 @@ def _jax2onnx_patches() -> Iterator[None]:
 # Export.
 
 
-def _with_impl(G: Generator, impl: str) -> Generator:
+def _with_impl(G: Generator | StyleGAN2Generator, impl: str) -> Generator | StyleGAN2Generator:
     if impl not in ("ref", "fast"):
         raise ExportError(f"impl must be 'ref' or 'fast', got {impl!r}")
+    if isinstance(G, StyleGAN2Generator):
+        return G  # no impl switch: its ops always take one path
     return G.clone(synthesis_kwargs={**dict(G.synthesis_kwargs or {}), "impl": impl}, parent=None)
 
 
-def _forward(G: Generator, variables: Mapping[str, Any], with_labels: bool, truncation_cutoff: int | None):
+def _call_kwargs(G: Generator | StyleGAN2Generator) -> dict[str, Any]:
+    """Extra ``G.apply`` kwargs of the exported forward pass (StyleGAN2's noise would otherwise need an rng)."""
+    return {"noise_mode": STYLEGAN2_NOISE_MODE} if isinstance(G, StyleGAN2Generator) else {}
+
+
+def _forward(G: Generator | StyleGAN2Generator, variables: Mapping[str, Any], with_labels: bool,
+             truncation_cutoff: int | None):
+    kw = _call_kwargs(G)
     if with_labels:
         def fn(z, c, psi):
-            return G.apply(variables, z, c, psi, truncation_cutoff)
+            return G.apply(variables, z, c, psi, truncation_cutoff, **kw)
     else:
         def fn(z, psi):
-            return G.apply(variables, z, None, psi, truncation_cutoff)
+            return G.apply(variables, z, None, psi, truncation_cutoff, **kw)
     return fn
 
 
 def export_generator(
-    G: Generator,
+    G: Generator | StyleGAN2Generator,
     variables: Mapping[str, Any],
     path: str | Path,
     opset: int = DEFAULT_OPSET,
@@ -265,14 +282,16 @@ def export_generator(
     """Export ``G`` with ``variables`` to an ONNX file; returns its path.
 
     Args:
-      G, variables: the generator and its ``{'params', 'ema', 'buffers'}`` (e.g. from
-        :func:`stylegan_jax.checkpoint.load_generator`). The weights become graph initializers.
+      G, variables: the generator (StyleGAN3, or StyleGAN2 with its noise baked in as ``noise_mode='const'``) and
+        its ``{'params', 'ema', 'buffers'}`` (e.g. from :func:`stylegan_jax.checkpoint.load_generator`). The
+        weights become graph initializers.
       path: the ``.onnx`` file to write (parent directories are created).
       opset: ONNX opset, 18..23 (default :data:`DEFAULT_OPSET` = 18).
       with_labels: add the ``c`` input. ``None`` (default) = exactly when ``G.c_dim > 0``; asking for labels on
         an unconditional model, or for none on a conditional one, raises :class:`ExportError`.
       truncation_cutoff: truncate only the first ``cutoff`` ws (baked into the graph; ``None`` = all).
-      impl: ``upfirdn2d`` implementation traced into the graph, ``"ref"`` (default) or ``"fast"``.
+      impl: ``upfirdn2d`` implementation traced into the graph, ``"ref"`` (default) or ``"fast"`` (StyleGAN3
+        only; StyleGAN2 always traces its one path).
       check: run ``onnx.checker.check_model`` (full check, with shape inference) on the result.
 
     Raises:
@@ -292,7 +311,9 @@ def export_generator(
         raise ExportError("with_labels=True but the generator is unconditional (c_dim = 0)")
     if not labels and c_dim > 0:
         raise ExportError(f"the generator is conditional (c_dim = {c_dim}): it cannot be exported without labels")
-    for collection in ("params", "ema", "buffers"):
+    stylegan2 = isinstance(G, StyleGAN2Generator)
+    # A StyleGAN2 generator without noise inputs (use_noise=False) has no buffers.
+    for collection in ("params", "ema") if stylegan2 else ("params", "ema", "buffers"):
         if collection not in variables:
             raise ExportError(f"variables lack the {collection!r} collection (have {sorted(variables)})")
     path = Path(path)
@@ -311,8 +332,8 @@ def export_generator(
 
     try:
         with _jax2onnx_patches():
-            model = to_onnx(fn, specs, model_name="stylegan3_generator", opset=int(opset),
-                            input_names=names, output_names=[OUTPUT_IMG])
+            model = to_onnx(fn, specs, model_name="stylegan2_generator" if stylegan2 else "stylegan3_generator",
+                            opset=int(opset), input_names=names, output_names=[OUTPUT_IMG])
     except NotImplementedError as e:
         raise ExportError(f"jax2onnx cannot lower a primitive of the generator: {e}") from e
     except Exception as e:
@@ -329,10 +350,13 @@ def export_generator(
         "truncation_cutoff": "" if truncation_cutoff is None else int(truncation_cutoff),
         "generator_config": json.dumps(generator_config(G), sort_keys=True),
         "stylegan_jax_version": package_version(), "jax2onnx_version": _jax2onnx_version(),
-        "opset": int(opset), "impl": impl, "inputs": ",".join(names),
+        "opset": int(opset), "impl": "fast" if stylegan2 else impl, "inputs": ",".join(names),
     }
+    if stylegan2:
+        meta["noise_mode"] = STYLEGAN2_NOISE_MODE
     onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    model.doc_string = ("StyleGAN3 generator exported by stylegan_jax: inputs " + ", ".join(names)
+    model.doc_string = (("StyleGAN2 generator (noise_mode const)" if stylegan2 else "StyleGAN3 generator")
+                        + " exported by stylegan_jax: inputs " + ", ".join(names)
                         + f"; output {OUTPUT_IMG} float32 NCHW in about [-1, 1]")
     if check:
         try:
@@ -431,7 +455,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def verify_export(
-    G: Generator,
+    G: Generator | StyleGAN2Generator,
     variables: Mapping[str, Any],
     path: str | Path,
     batch_sizes: tuple[int, ...] = (1, 3),
@@ -447,7 +471,8 @@ def verify_export(
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
-    forward = jax.jit(lambda v, z, c, psi: G.apply(v, z, c, psi, truncation_cutoff))
+    kw = _call_kwargs(G)
+    forward = jax.jit(lambda v, z, c, psi: G.apply(v, z, c, psi, truncation_cutoff, **kw))
     rng = np.random.RandomState(seed)
     worst = 0.0
     for n in batch_sizes:
@@ -476,7 +501,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncation-cutoff", type=int, default=None,
                         help="truncate only the first N ws (default: all)")
     parser.add_argument("--impl", choices=["ref", "fast"], default="ref",
-                        help="upfirdn2d implementation traced into the graph (default ref: smaller graph)")
+                        help="upfirdn2d implementation traced into the graph (default ref: smaller graph); StyleGAN3 "
+                             "only, StyleGAN2 has one path")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the onnxruntime-vs-JAX comparison after export")
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs difference accepted by the verification")

@@ -6,9 +6,13 @@ Examples::
     stylegan-jax generate --ckpt ckpt --seeds 3 --translate=0.1,-0.05 --rotate 12 --outdir out
     stylegan-jax generate --ckpt ckpt --style-mix --rows 0-3 --cols 4-7 --styles 0-6 --outdir out
     stylegan-jax generate --ckpt ckpt --seeds 0,1,2 --interpolate --frames 30 --video out/lerp.gif
+    stylegan-jax generate --ckpt sg2_ckpt --seeds 0-7 --noise-mode random --outdir out     # StyleGAN2
 
 Per-seed images are written as ``seed0000.png`` ... like the official ``gen_images.py`` (same seeds, same
-pictures for a converted official model). All the work is done by :mod:`stylegan_jax.apis.sampling`.
+pictures for a converted official model; for StyleGAN2 with ``--noise-mode const``, the default). StyleGAN2
+generators have no input transform, so ``--translate`` / ``--rotate`` are refused for them; ``--noise-mode
+random`` draws each image's noise from its seed (see :mod:`stylegan_jax.apis.sampling`), so the same command
+always writes the same pictures. All the work is done by :mod:`stylegan_jax.apis.sampling`.
 """
 
 from __future__ import annotations
@@ -53,10 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class", dest="class_idx", type=int, default=None, metavar="K",
                         help="class label of a conditional model (required for those)")
     parser.add_argument("--translate", type=_vec2_arg, default=(0.0, 0.0), metavar="X,Y",
-                        help="translate the input grid, in image widths (write negatives as --translate=-0.1,0.2)")
-    parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="rotation angle in degrees")
+                        help="translate the input grid, in image widths (write negatives as --translate=-0.1,0.2); "
+                             "StyleGAN3 only")
+    parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                        help="rotation angle in degrees; StyleGAN3 only")
     parser.add_argument("--noise-mode", choices=("const", "random", "none"), default="const",
-                        help="accepted for compatibility with gen_images.py; StyleGAN3 has no noise inputs")
+                        help="noise inputs of StyleGAN2 generators: const (default, like gen_images.py: the noise "
+                             "images stored with the weights), random (fresh noise drawn from each image's seed, "
+                             "so reruns give the same pictures; style-mixing cells use their row's seed, "
+                             "interpolation frames the first seed) or none; StyleGAN3 has no noise inputs and "
+                             "ignores it")
     parser.add_argument("--outdir", default=None, metavar="DIR", help="directory for the PNGs (created)")
     parser.add_argument("--grid", action="store_true", help="also write grid.png with all the seeds' images")
     parser.add_argument("--grid-cols", type=int, default=None, metavar="N",
@@ -111,10 +121,12 @@ def _run(args: argparse.Namespace) -> None:
     if s.c_dim == 0 and args.class_idx is not None:
         print(f"warning: --class {args.class_idx} ignored: the generator is unconditional", file=sys.stderr)
         args.class_idx = None
+    s.input_transform(args.translate, args.rotate)  # StyleGAN2 refuses --translate/--rotate before any output
     outdir = Path(args.outdir) if args.outdir is not None else None
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
-    common = dict(psi=args.psi, class_idx=args.class_idx, translate=args.translate, rotate=args.rotate)
+    common = dict(psi=args.psi, class_idx=args.class_idx, translate=args.translate, rotate=args.rotate,
+                  noise_mode=args.noise_mode)
 
     if args.style_mix:
         grid = s.style_mixing_grid(args.rows, args.cols, args.styles, **common)
@@ -131,7 +143,7 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote {video} ({len(frames)} frames)")
         return
 
-    imgs = s.images(args.seeds, truncation_cutoff=args.cutoff, noise_mode=args.noise_mode, **common)
+    imgs = s.images(args.seeds, truncation_cutoff=args.cutoff, **common)
     for seed, img in zip(args.seeds, imgs, strict=True):
         _save_png(img, outdir / f"seed{seed:04d}.png")
     print(f"wrote {len(imgs)} image(s) seed{args.seeds[0]:04d}.png ... to {outdir}")

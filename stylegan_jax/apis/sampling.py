@@ -16,11 +16,25 @@ Conventions follow the official StyleGAN3 scripts so that a seed names the same 
 * images are converted to uint8 exactly like the official scripts
   (:func:`stylegan_jax.apis.postprocessing.denormalize`).
 
-StyleGAN3 has no noise inputs, so the official ``noise_mode`` argument is accepted and ignored.
+StyleGAN3 and StyleGAN2 generators (:class:`stylegan_jax.networks.stylegan3.Generator`,
+:class:`stylegan_jax.networks.stylegan2.StyleGAN2Generator`) are both supported; they differ in two places:
 
-Every call goes through two jit-compiled functions (mapping and synthesis) kept on the ``Sampler`` and shared
-between Samplers of the same architecture; inputs are processed in chunks of ``batch_size`` with the last chunk
-padded, so a Sampler compiles once per chunk size rather than once per request size.
+* ``noise_mode``: StyleGAN3 has no noise inputs, so the official ``noise_mode`` argument is accepted and ignored.
+  StyleGAN2 adds per-pixel noise to every synthesis layer: ``'const'`` (the default, like ``gen_images.py``)
+  uses the noise images stored with the weights, ``'none'`` adds no noise, and ``'random'`` draws fresh noise,
+  reproducibly: the noise of an image is drawn from its *noise seed* ``s``, i.e. the image of a row is exactly
+  ``G.apply(variables, ws_row[None], noise_mode='random', rngs={'noise': jax.random.key(s)},
+  method=G.synthesize)`` whatever batch or chunk it is computed in. The noise seed of a per-seed image is its
+  seed (``images``), of a style-mixing cell the seed of its row (the image whose layers are replaced), of every
+  interpolation frame the first seed (so the noise does not flicker); :meth:`Sampler.synthesize` takes them as
+  ``noise_seeds`` (default: the row numbers 0..N-1). The keys are JAX's default (threefry) PRNG: the same on
+  every backend, but a JAX release that changes its PRNG defaults would change the random-noise pictures.
+* ``translate`` / ``rotate``: StyleGAN2 has no input transform; anything but the identity raises ``ValueError``.
+
+Every call goes through jit-compiled functions (mapping and synthesis; for StyleGAN2 one synthesis function per
+noise mode) kept on the ``Sampler`` and shared between Samplers of the same architecture; inputs are processed in
+chunks of ``batch_size`` with the last chunk padded, so a Sampler compiles once per chunk size rather than once per
+request size.
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ from stylegan_jax.apis.postprocessing import denormalize
 __all__ = [
     "Sampler",
     "image_grid",
+    "is_stylegan2",
     "make_transform",
     "parse_range",
     "parse_vec2",
@@ -53,6 +68,7 @@ __all__ = [
 
 Seeds = int | str | Iterable[int]
 NOISE_MODES = ("const", "random", "none")
+SEED_LIMIT = 2**32  # np.random.RandomState (z) and the uint32 noise seeds both take [0, 2**32)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Seeds, ranges, transforms.
@@ -108,7 +124,7 @@ def z_from_seeds(seeds: Seeds, z_dim: int) -> np.ndarray:
     seeds = parse_range(seeds)
     for s in seeds:
         # RandomState accepts exactly the 32-bit unsigned range; say so instead of numpy's terse message.
-        if not 0 <= s < 2**32:
+        if not 0 <= s < SEED_LIMIT:
             raise ValueError(f"seed {s} is out of range: seeds must be integers in [0, 2**32)")
     if not seeds:
         return np.zeros((0, z_dim), np.float64)
@@ -258,6 +274,24 @@ _COMPILED: dict[str, dict[str, Callable]] = {}
 _COMPILED_MAX = 8
 
 
+def is_stylegan2(G: Any) -> bool:
+    """True for a StyleGAN2 generator (noise inputs, no input transform)."""
+    from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
+
+    return isinstance(G, StyleGAN2Generator)
+
+
+def _random_noise_synthesis(G: Any) -> Callable:
+    """``(variables, ws [N, ...], seeds uint32 [N]) -> images``: row i with noise drawn from ``key(seeds[i])``."""
+    def one(v: Any, w: jnp.ndarray, seed: jnp.ndarray) -> jnp.ndarray:
+        return G.apply(v, w[None], noise_mode="random", rngs={"noise": jax.random.key(seed)},
+                       method=G.synthesize)[0]
+
+    # One key per row (vmap) rather than one per batch: a row's noise must not depend on its batch neighbours,
+    # its position, or the chunk padding.
+    return lambda v, ws, seeds: jax.vmap(one, in_axes=(None, 0, 0))(v, ws, seeds)
+
+
 def _compiled_fns(G: Any) -> dict[str, Callable]:
     # jax.jit caches per function object, so rebuilding the lambdas for every Sampler would recompile every time a
     # checkpoint is reloaded (each CLI call, each notebook re-run). The module's repr lists every field, so it
@@ -271,8 +305,14 @@ def _compiled_fns(G: Any) -> dict[str, Callable]:
             # psi traced (one compile for every psi value), cutoff static.
             "map_trunc": jax.jit(lambda v, z, c, psi, cutoff: G.apply(v, z, c, psi, cutoff, method=G.map),
                                  static_argnums=4),
-            "synthesize": jax.jit(lambda v, ws, t: G.apply(v, ws, t, method=G.synthesize)),
         }
+        if is_stylegan2(G):
+            # noise_mode static: 'const' and 'none' are different graphs (compiled on first use of each).
+            fns["synthesize"] = jax.jit(lambda v, ws, mode: G.apply(v, ws, noise_mode=mode, method=G.synthesize),
+                                        static_argnums=2)
+            fns["synthesize_random"] = jax.jit(_random_noise_synthesis(G))
+        else:
+            fns["synthesize"] = jax.jit(lambda v, ws, t: G.apply(v, ws, t, method=G.synthesize))
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = fns
@@ -308,8 +348,9 @@ def _chunked(fn: Callable[..., Any], batch_size: int, *arrays: np.ndarray | None
 
 
 class Sampler:
-    """Generate images from a StyleGAN3 generator ``G`` (``stylegan_jax.networks.stylegan3.Generator``) and its
-    variables ``{'params', 'ema', 'buffers'}``.
+    """Generate images from a StyleGAN3 generator ``G`` (``stylegan_jax.networks.stylegan3.Generator``) or a
+    StyleGAN2 one (``stylegan_jax.networks.stylegan2.StyleGAN2Generator``) and its variables
+    ``{'params', 'ema', 'buffers'}``. See the module docstring for ``noise_mode`` and the noise seeds.
 
     Args:
       G: the generator module (unbound).
@@ -318,13 +359,16 @@ class Sampler:
     """
 
     def __init__(self, G: Any, variables: dict, batch_size: int = 8):
-        for collection in ("params", "ema", "buffers"):
+        self.stylegan2 = is_stylegan2(G)
+        # A StyleGAN2 generator without noise inputs (use_noise=False) has no buffers at all.
+        required = ("params", "ema") if self.stylegan2 else ("params", "ema", "buffers")
+        for collection in required:
             if collection not in variables:
                 raise ValueError(f"Sampler: variables lack the {collection!r} collection (have {sorted(variables)})")
         if batch_size < 1:
             raise ValueError(f"Sampler: batch_size must be >= 1, got {batch_size}")
         self.G = G
-        self.variables = jax.device_put({k: variables[k] for k in ("params", "ema", "buffers")})
+        self.variables = jax.device_put({k: variables.get(k, {}) for k in ("params", "ema", "buffers")})
         self.batch_size = int(batch_size)
         self._fns = _compiled_fns(G)
 
@@ -435,43 +479,94 @@ class Sampler:
 
     # --- synthesis -----------------------------------------------------------------------------------------
 
+    def _check_noise_mode(self, noise_mode: str | None) -> str:
+        if noise_mode is not None and noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        return noise_mode or "const"
+
+    def input_transform(self, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0, transform: Any = None,
+                        ) -> np.ndarray | None:
+        """The 3x3 matrix handed to a StyleGAN3 synthesis input (:func:`make_transform` ``(translate, rotate)``, or
+        ``transform`` if given). StyleGAN2 has no input transform: None for the identity, else ``ValueError``."""
+        if not self.stylegan2:
+            t = make_transform(translate, rotate) if transform is None else np.asarray(transform, np.float64)
+            if t.shape != (3, 3):
+                raise ValueError(f"transform must be a 3x3 matrix, got shape {t.shape}")
+            return t
+        moved = parse_vec2(translate) != (0.0, 0.0) or float(rotate) != 0.0
+        if moved or (transform is not None and not np.array_equal(np.asarray(transform), np.eye(3))):
+            raise ValueError("translate / rotate need a StyleGAN3 generator: this is a StyleGAN2 generator, which "
+                             "has no input transform (use translate=(0, 0), rotate=0)")
+        return None
+
+    def _noise_seeds(self, noise_seeds: Seeds | None, n: int) -> np.ndarray:
+        """uint32 ``[n]``: one noise seed per row (None = the row numbers; a single seed = every row)."""
+        seeds = list(range(n)) if noise_seeds is None else parse_range(noise_seeds)
+        if len(seeds) == 1:
+            seeds = seeds * n
+        if len(seeds) != n:
+            raise ValueError(f"noise_seeds: expected one seed per image ({n}) or a single seed, got {len(seeds)}")
+        bad = [x for x in seeds if not 0 <= x < SEED_LIMIT]
+        if bad:
+            raise ValueError(f"noise seed {bad[0]} is out of range: noise seeds must be integers in [0, 2**32)")
+        return np.asarray(seeds, np.uint32)
+
     def synthesize(self, ws: Any, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0,
-                   to_uint8: bool = True, transform: Any = None) -> np.ndarray:
+                   to_uint8: bool = True, transform: Any = None, noise_mode: str | None = None,
+                   noise_seeds: Seeds | None = None) -> np.ndarray:
         """``ws [N, num_ws, w_dim]`` -> uint8 images ``[N, H, W, C]`` (or, with ``to_uint8=False``, the
         generator's float32 NCHW output).
 
-        The input transform is :func:`make_transform` ``(translate, rotate)`` unless an explicit ``transform``
-        (the 3x3 inverse matrix) is given. It is always passed explicitly, as ``gen_images.py`` always writes
-        it, so a matrix left in the checkpoint's buffers does not leak into the images.
+        StyleGAN3: the input transform is :func:`make_transform` ``(translate, rotate)`` unless an explicit
+        ``transform`` (the 3x3 inverse matrix) is given. It is always passed explicitly, as ``gen_images.py``
+        always writes it, so a matrix left in the checkpoint's buffers does not leak into the images.
+        ``noise_mode`` and ``noise_seeds`` are ignored.
+
+        StyleGAN2: ``noise_mode`` ``'const'`` (default, also for None), ``'random'`` or ``'none'``; with
+        ``'random'`` row ``i`` draws its noise from ``jax.random.key(noise_seeds[i])`` (``noise_seeds``: one
+        seed per row, or a single seed for all rows; default the row numbers ``0..N-1``). A non-identity
+        transform raises ``ValueError``.
         """
+        mode = self._check_noise_mode(noise_mode)
         ws = np.asarray(ws, np.float32)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
-        t = make_transform(translate, rotate) if transform is None else np.asarray(transform, np.float64)
-        if t.shape != (3, 3):
-            raise ValueError(f"transform must be a 3x3 matrix, got shape {t.shape}")
-        t = jnp.asarray(t, jnp.float32)
-        imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, t), self.batch_size, ws)
+        t = self.input_transform(translate, rotate, transform)
+        if not self.stylegan2:
+            t = jnp.asarray(t, jnp.float32)
+            imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, t), self.batch_size, ws)
+        elif mode == "random":
+            seeds = self._noise_seeds(noise_seeds, ws.shape[0])
+            imgs = _chunked(lambda w_, s_: self._fns["synthesize_random"](self.variables, w_, s_), self.batch_size,
+                            ws, seeds)
+        else:
+            imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, mode), self.batch_size, ws)
         return denormalize(imgs) if to_uint8 else imgs
 
     def images_from_z(self, z: Any, c: Any = None, psi: float = 1.0, translate: Sequence[float] = (0.0, 0.0),
                       rotate: float = 0.0, noise_mode: str | None = None, truncation_cutoff: int | None = None,
-                      class_idx: int | None = None, to_uint8: bool = True) -> np.ndarray:
+                      class_idx: int | None = None, to_uint8: bool = True, noise_seeds: Seeds | None = None,
+                      ) -> np.ndarray:
         """``G(z, c, psi)`` with the input transform of ``(translate, rotate)``: uint8 ``[N, H, W, C]``, or the
-        float32 NCHW generator output with ``to_uint8=False``. ``noise_mode`` is accepted for compatibility with
-        the official API and ignored (StyleGAN3 has no noise inputs)."""
-        if noise_mode is not None and noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        float32 NCHW generator output with ``to_uint8=False``. ``noise_mode`` / ``noise_seeds``: see
+        :meth:`synthesize` (ignored by StyleGAN3, which has no noise inputs)."""
+        self._check_noise_mode(noise_mode)
+        self.input_transform(translate, rotate)  # a StyleGAN2 refusal before any work
         ws = self.ws_from_z(z, c, psi, truncation_cutoff, class_idx)
-        return self.synthesize(ws, translate, rotate, to_uint8=to_uint8)
+        return self.synthesize(ws, translate, rotate, to_uint8=to_uint8, noise_mode=noise_mode,
+                               noise_seeds=noise_seeds)
 
     def images(self, seeds: Seeds, psi: float = 1.0, class_idx: int | None = None,
                translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0, truncation_cutoff: int | None = None,
                noise_mode: str | None = None) -> np.ndarray:
         """uint8 images ``[N, H, W, C]`` of the seeds (a list, a range or a string like ``"0-7,10"``), exactly
-        as ``gen_images.py --seeds ... --trunc psi --class K --translate X,Y --rotate DEG`` would write them."""
+        as ``gen_images.py --seeds ... --trunc psi --class K --translate X,Y --rotate DEG --noise-mode M`` would
+        write them (``noise_mode='random'``: each image's noise is drawn from its own seed, so a seed always gives
+        the same picture)."""
+        seeds = parse_range(seeds)
         return self.images_from_z(self.z_from_seeds(seeds), psi=psi, translate=translate, rotate=rotate,
-                                  noise_mode=noise_mode, truncation_cutoff=truncation_cutoff, class_idx=class_idx)
+                                  noise_mode=noise_mode, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
+                                  noise_seeds=seeds if seeds else None)
 
     # --- style mixing --------------------------------------------------------------------------------------
 
@@ -485,9 +580,10 @@ class Sampler:
 
     def style_mix(self, row_seeds: Seeds, col_seeds: Seeds, col_styles: Seeds = range(0, 7), psi: float = 1.0,
                   class_idx: int | None = None, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  noise_mode: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Style mixing: for each (row, column) pair, the row seed's ws with the layers ``col_styles`` replaced by
-        the column seed's.
+        the column seed's. With StyleGAN2 ``noise_mode='random'``, row and column images use their own seed's
+        noise and each mixed image its row seed's (so a row's mixed images differ only in the mixed layers).
 
         Returns uint8 ``(row_images [R, H, W, C], col_images [K, H, W, C], mixed [R, K, H, W, C])``.
         """
@@ -495,23 +591,26 @@ class Sampler:
         if not rows or not cols:
             raise ValueError("style mixing needs at least one row seed and one column seed")
         styles = self._check_styles(col_styles)
+        self._check_noise_mode(noise_mode)
+        self.input_transform(translate, rotate)
         ws_rows = self.ws_from_seeds(rows, psi, class_idx)
         ws_cols = self.ws_from_seeds(cols, psi, class_idx)
         mixed = np.repeat(ws_rows[:, None], len(cols), axis=1)  # [R, K, num_ws, w_dim]
         mixed[:, :, styles] = ws_cols[None, :, styles]
         all_ws = np.concatenate([ws_rows, ws_cols, mixed.reshape(-1, self.num_ws, self.w_dim)])
-        imgs = self.synthesize(all_ws, translate, rotate)
+        noise_seeds = rows + cols + np.repeat(rows, len(cols)).tolist()  # same order as all_ws
+        imgs = self.synthesize(all_ws, translate, rotate, noise_mode=noise_mode, noise_seeds=noise_seeds)
         r, k = len(rows), len(cols)
         return imgs[:r], imgs[r:r + k], imgs[r + k:].reshape(r, k, *imgs.shape[1:])
 
     def style_mixing_grid(self, row_seeds: Seeds, col_seeds: Seeds, col_styles: Seeds = range(0, 7),
                           psi: float = 1.0, class_idx: int | None = None, translate: Sequence[float] = (0.0, 0.0),
-                          rotate: float = 0.0) -> PIL.Image.Image:
+                          rotate: float = 0.0, noise_mode: str | None = None) -> PIL.Image.Image:
         """The official style-mixing figure: a ``(R + 1) x (K + 1)`` grid whose first row shows the column
         sources, first column the row sources (top-left cell black), and cell (i, j) the row seed ``i`` with the
         layers ``col_styles`` taken from column seed ``j``."""
         row_imgs, col_imgs, mixed = self.style_mix(row_seeds, col_seeds, col_styles, psi, class_idx, translate,
-                                                   rotate)
+                                                   rotate, noise_mode)
         r, k, h, w, c = mixed.shape
         cells = np.zeros((r + 1, k + 1, h, w, c), np.uint8)
         cells[0, 1:] = col_imgs
@@ -523,14 +622,15 @@ class Sampler:
 
     def interpolate(self, seeds: Seeds, frames_per_transition: int = 30, kind: str = "linear", psi: float = 1.0,
                     class_idx: int | None = None, loop: bool = False, translate: Sequence[float] = (0.0, 0.0),
-                    rotate: float = 0.0) -> np.ndarray:
+                    rotate: float = 0.0, noise_mode: str | None = None) -> np.ndarray:
         """uint8 frames ``[F, H, W, C]`` moving through the seeds' ws (after truncation) in W space.
 
         ``kind='linear'`` interpolates linearly; ``'slerp'`` spherically around ``w_avg`` (the truncation
         centre), which keeps the distance from the average roughly constant between keyframes. Frame
         ``i * frames_per_transition`` is exactly keyframe ``i``; without ``loop`` the last frame is the last
         seed (``F = (K - 1) * frames_per_transition + 1``), with ``loop`` the path returns towards the first
-        seed (``F = K * frames_per_transition``, ready to repeat).
+        seed (``F = K * frames_per_transition``, ready to repeat). With StyleGAN2 ``noise_mode='random'`` every
+        frame uses the first seed's noise, so the noise does not flicker from frame to frame.
         """
         keys = parse_range(seeds)
         if len(keys) < 2:
@@ -539,6 +639,8 @@ class Sampler:
             raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
         if kind not in ("linear", "slerp"):
             raise ValueError(f"kind must be 'linear' or 'slerp', got {kind!r}")
+        self._check_noise_mode(noise_mode)
+        self.input_transform(translate, rotate)
         key_ws = self.ws_from_seeds(keys, psi, class_idx).astype(np.float64)
         w_avg = self.w_avg.astype(np.float64)
         pairs = list(zip(key_ws[:-1], key_ws[1:], strict=True))
@@ -555,7 +657,8 @@ class Sampler:
                     frames.append(w_avg + slerp(a - w_avg, b - w_avg, t))
         if not loop:
             frames.append(key_ws[-1])
-        return self.synthesize(np.stack(frames).astype(np.float32), translate, rotate)
+        return self.synthesize(np.stack(frames).astype(np.float32), translate, rotate, noise_mode=noise_mode,
+                               noise_seeds=keys[0])
 
     # --- display -------------------------------------------------------------------------------------------
 

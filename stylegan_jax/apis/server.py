@@ -173,7 +173,7 @@ def create_app(session: InferenceSession, *, max_concurrency: int = 2, max_queue
     ``max_queue`` defaults to ``max_concurrency``. Serve it with uvicorn (``uvicorn.run(app, ...)``).
     """
     limiter = _Limiter(max_concurrency, max_concurrency if max_queue is None else max_queue)
-    app = FastAPI(title="stylegan-jax", description="StyleGAN3 generator (ONNX Runtime), watermarked PNGs",
+    app = FastAPI(title="stylegan-jax", description="StyleGAN3 / StyleGAN2 generator (ONNX Runtime), watermarked PNGs",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.session = session
     app.state.limiter = limiter

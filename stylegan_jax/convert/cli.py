@@ -1,4 +1,4 @@
-"""``stylegan-jax convert PKL --out CKPT_DIR``: import an official NVIDIA StyleGAN3 network pickle.
+"""``stylegan-jax convert PKL --out CKPT_DIR``: import an official NVIDIA StyleGAN3 or StyleGAN2 network pickle.
 
 The pickle is read by :func:`stylegan_jax.convert.official_pickle.load_official_pickle_bytes`, which never
 executes anything from the file (no torch, no ``module_src``, only an allowlist of globals). ``G``, ``G_ema``
@@ -9,6 +9,11 @@ and ``D`` are converted to our variables and written as an ordinary checkpoint (
              'official_kwargs': D_kwargs}, 'source': {'pickle': path, 'sha256': ...}, 'training_set_kwargs': ...}
 
 so ``stylegan-jax generate --ckpt CKPT_DIR`` and :func:`stylegan_jax.checkpoint.load_generator` work on it.
+
+Generators: ``training.networks_stylegan3.Generator`` (StyleGAN3-T and -R) and
+``training.networks_stylegan2.Generator`` (StyleGAN2, ``generator_config`` class ``'stylegan2.Generator'``);
+:mod:`stylegan_jax.convert.dispatch` picks the converter. ``G`` and ``G_ema`` must be the same class. The
+discriminator is ``training.networks_stylegan2.Discriminator`` in both (StyleGAN3 trains with StyleGAN2's).
 
 Everything is read and converted before anything is written, and the checkpoint is written to a staging
 directory next to the output and renamed into place, so a bad pickle (unsafe, truncated, foreign) or a failure
@@ -28,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from stylegan_jax.convert.dispatch import GENERATOR_CONVERTERS, official_generator_class
 from stylegan_jax.convert.official_pickle import NetworkRecord, OfficialPickle
 
 __all__ = ["ConvertError", "add_arguments", "check_supported", "command", "convert_official_pickle"]
 
-STYLEGAN3_GENERATOR = "training.networks_stylegan3.Generator"
 STYLEGAN2_DISCRIMINATOR = "training.networks_stylegan2.Discriminator"
 
 # Positional parameters of the official constructors, for the (rare) pickles whose networks were built with
@@ -77,21 +82,30 @@ def _kwargs(rec: NetworkRecord, positional: tuple[str, ...], what: str) -> dict:
     return {**named, **rec.init_kwargs}
 
 
-def check_supported(pkl: OfficialPickle) -> None:
-    """Raise :class:`ConvertError` unless the pickle's generators are StyleGAN3 (-T or -R) generators."""
+def check_supported(pkl: OfficialPickle) -> str:
+    """The official class of the pickle's generators (``G_ema`` and, if present, ``G``), which
+    :func:`stylegan_jax.convert.dispatch.convert_official_generator` converts.
+
+    Raises :class:`ConvertError` for anything else in those slots (a discriminator, an unknown class) and when
+    ``G`` and ``G_ema`` are of different classes.
+    """
+    supported = " or ".join(GENERATOR_CONVERTERS)
+    classes = {}
     for key in ("G_ema", "G"):
         rec = getattr(pkl, key)
         if rec is None:
             continue
-        cls = rec.qualified_class_name or rec.class_name
-        if rec.architecture == "stylegan2" or "networks_stylegan2" in cls:
+        official = official_generator_class(rec)
+        if official is None:
+            cls = rec.qualified_class_name or rec.class_name
             raise ConvertError(
-                f"{pkl.path}: {key} is a StyleGAN2 generator ({cls}); converting StyleGAN2 pickles is not supported "
-                "yet, only StyleGAN3 (-T and -R) generators (training.networks_stylegan3.Generator)")
-        if rec.architecture != "stylegan3" or rec.class_name not in ("Generator", STYLEGAN3_GENERATOR):
-            raise ConvertError(
-                f"{pkl.path}: {key} is a {cls} (architecture {rec.architecture or 'unknown'}), not a StyleGAN3 "
-                f"generator ({STYLEGAN3_GENERATOR}); only StyleGAN3 -T and -R pickles can be converted")
+                f"{pkl.path}: {key} is a {cls} (architecture {rec.architecture or 'unknown'}), not a generator "
+                f"stylegan-jax can convert ({supported})")
+        classes[key] = official
+    if len(set(classes.values())) > 1:
+        raise ConvertError(f"{pkl.path}: G is a {classes['G']} but G_ema a {classes['G_ema']}; a network pickle "
+                           "holds two copies of one generator, so this file is inconsistent")
+    return classes["G_ema"]
 
 
 def _check_output(out: Path, force: bool) -> None:
@@ -115,7 +129,7 @@ def _check_output(out: Path, force: bool) -> None:
 
 def convert_official_pickle(pkl_path: str | Path, out: str | Path, force: bool = False,
                             skip_discriminator: bool = False, log: Any = print) -> Path:
-    """Convert an official StyleGAN3 network pickle into a stylegan-jax checkpoint directory ``out``.
+    """Convert an official StyleGAN3 or StyleGAN2 network pickle into a stylegan-jax checkpoint directory ``out``.
 
     Returns the written step directory. Raises :class:`OfficialPickleError` (unreadable, truncated, unsafe:
     :class:`~stylegan_jax.convert.official_pickle.UnsafePickleError`), :class:`ConvertError` (unsupported
@@ -124,7 +138,7 @@ def convert_official_pickle(pkl_path: str | Path, out: str | Path, force: bool =
     """
     from stylegan_jax.checkpoint import save_checkpoint
     from stylegan_jax.convert.discriminator import convert_discriminator
-    from stylegan_jax.convert.generator import convert_generator
+    from stylegan_jax.convert.dispatch import convert_official_generator
     from stylegan_jax.convert.official_pickle import load_official_pickle_bytes
     from stylegan_jax.models import generator_config
 
@@ -136,14 +150,14 @@ def convert_official_pickle(pkl_path: str | Path, out: str | Path, force: bool =
         raise ConvertError(f"{pkl_path}: cannot read ({e.strerror or e})") from None
     sha256 = hashlib.sha256(data).hexdigest()
     pkl = load_official_pickle_bytes(data, source=str(pkl_path))
-    check_supported(pkl)
+    official_class = check_supported(pkl)
 
     G_kwargs = _kwargs(pkl.G_ema, _G_POSITIONAL, "G_ema")
-    G_ema, v_ema = convert_generator(pkl.G_ema.state_dict, G_kwargs)
+    G_ema, v_ema = convert_official_generator(official_class, pkl.G_ema.state_dict, G_kwargs)
     state: dict[str, Any] = {"G_ema": v_ema}
     config = _jsonable(generator_config(G_ema))
     if pkl.G is not None:
-        G, v_G = convert_generator(pkl.G.state_dict, _kwargs(pkl.G, _G_POSITIONAL, "G"))
+        G, v_G = convert_official_generator(official_class, pkl.G.state_dict, _kwargs(pkl.G, _G_POSITIONAL, "G"))
         if _jsonable(generator_config(G)) != config:
             raise ConvertError(f"{pkl_path}: G and G_ema have different architectures "
                                f"({generator_config(G)} vs {generator_config(G_ema)})")
@@ -154,7 +168,7 @@ def convert_official_pickle(pkl_path: str | Path, out: str | Path, force: bool =
     meta: dict[str, Any] = {
         "generator": config,
         "source": {"pickle": str(pkl_path.absolute()), "sha256": sha256, "official_G_kwargs": _jsonable(G_kwargs),
-                   "official_G_class": pkl.G_ema.qualified_class_name or pkl.G_ema.class_name},
+                   "official_G_class": official_class},
         "training_set_kwargs": _jsonable(pkl.training_set_kwargs),
     }
     if pkl.D is not None and not skip_discriminator:

@@ -103,6 +103,10 @@ def _run(args: argparse.Namespace) -> None:
     start = time.time()
     results: dict[str, float] = {}
     eq_metrics = [m for m in args.metrics if m in METRICS]
+    if eq_metrics and not hasattr(G, "synthesis_kwargs"):
+        raise ValueError(f"{', '.join(eq_metrics)}: the equivariance metrics need a StyleGAN3 generator (an input "
+                         f"transform); this checkpoint holds a {type(G).__name__}. Choose FID/KID with --metrics "
+                         "fid50k_full,kid50k_full")
     if eq_metrics:
         results.update(compute_equivariance(G, variables, args.num, seed=args.seed, batch_size=args.batch_size,
                                             metrics=eq_metrics, truncation_psi=args.psi, mesh=mesh,

@@ -433,7 +433,8 @@ def generator_feature_stats(G: Any, variables: Mapping[str, Any], inception_vars
                             resize_mode: str = "pytorch-fid", progress: ProgressFn | None = None) -> FeatureStats:
     """Inception statistics of ``num_gen`` generated images: ``G.apply(variables, z, c, truncation_psi=psi)``
     (NCHW in [-1, 1]) -> uint8 as the official -> features. The generator step and the extractor are each
-    jit-compiled once (fixed batch shape); latents are ``jax.random.normal(fold_in(key(seed), batch_index))``."""
+    jit-compiled once (fixed batch shape); latents are ``jax.random.normal(fold_in(key(seed), batch_index))``
+    and noise inputs (StyleGAN2), random as in the official metrics, draw from ``fold_in`` of that key by 1."""
     if num_gen < 1 or batch_size < 1:
         raise ValueError(f"num_gen and batch_size must be >= 1, got {num_gen} and {batch_size}")
     label_fn = label_fn or (lambda n: None)
@@ -441,8 +442,11 @@ def generator_feature_stats(G: Any, variables: Mapping[str, Any], inception_vars
 
     @jax.jit
     def generate(g_vars: Any, index: jax.Array, c: Any) -> jax.Array:
-        z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), index), (batch_size, z_dim), jnp.float32)
-        img = G.apply(g_vars, z, c, truncation_psi=psi)
+        key = jax.random.fold_in(jax.random.key(seed), index)
+        z = jax.random.normal(key, (batch_size, z_dim), jnp.float32)
+        # Generators with noise inputs (StyleGAN2) use random noise, as the official metrics call G(z, c) with its
+        # default noise_mode='random'; the 'noise' stream is ignored by StyleGAN3.
+        img = G.apply(g_vars, z, c, truncation_psi=psi, rngs={"noise": jax.random.fold_in(key, 1)})
         # Official: (img * 127.5 + 128).clamp(0, 255).to(torch.uint8): the cast truncates toward zero.
         return jnp.clip(img * 127.5 + 128.0, 0.0, 255.0).astype(jnp.uint8)
 

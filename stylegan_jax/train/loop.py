@@ -26,6 +26,10 @@ from jax.sharding import PartitionSpec as P
 from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint, save_checkpoint
 from stylegan_jax.models import build_generator, generator_config
 
+# TrainState fields newer than the first checkpoint format; a checkpoint without them resumes with their initial
+# values (they only matter for path-length regularization, which older runs did not use).
+ADDED_STATE_FIELDS = ("g_reg_steps", "pl_mean", "last_pl_penalty")
+
 
 class TrainingDiverged(RuntimeError):
     """A step produced a non-finite loss or gradient; the update was not applied."""
@@ -45,7 +49,8 @@ def _resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def build_networks(config: ml_collections.ConfigDict, c_dim: int):
-    """(G, D) from a resolved config."""
+    """(G, D) from a resolved config: ``model.cfg`` picks StyleGAN3-T / -R or StyleGAN2 (``'stylegan2'``); the
+    discriminator is the same StyleGAN2 residual one for all three."""
     from stylegan_jax.networks.discriminator import Discriminator
 
     m = config.model
@@ -128,11 +133,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
     data_cfg = {**config.data.to_dict(), "batch_size": batch_size, "seed": config.train.seed}
     data = make_dataset(data_cfg, sharding=data_sharding)
     G, D = build_networks(config, data.info.c_dim)
+    is_stylegan2 = config.model.cfg == "stylegan2"
+    if is_stylegan2 and config.log.metrics_kimg > 0 and str(config.log.metrics).strip():
+        raise ValueError(f"log.metrics={config.log.metrics!r}: the equivariance metrics need a StyleGAN3 generator "
+                         "(an input transform); set --config.log.metrics_kimg=0 for model.cfg='stylegan2'")
     state = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed), mesh=mesh)
 
     start_step = 0
     if resume and ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-        meta, state = load_checkpoint(ckpt_dir, target=state)
+        # States saved before path-length regularization existed lack its fields: they start fresh (zeros).
+        meta, state = load_checkpoint(ckpt_dir, target=state, fill_missing=ADDED_STATE_FIELDS)
         data.restore(meta["data_state"])
         start_step = int(meta["step"])
         log(f"resumed from {ckpt_dir}/{start_step} at {meta['kimg']:.3f} kimg")
@@ -154,7 +164,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
     grid_n = config.log.grid_size**2
     grid_z = jnp.asarray(np.random.RandomState(config.train.seed).randn(grid_n, G.z_dim), jnp.float32)
     grid_c = jnp.asarray(data.sample_labels(grid_n, config.train.seed)) if data.info.c_dim else None
-    grid_fn = jax.jit(lambda v, z, c: G.apply(v, z, c, config.log.grid_psi))
+    # Generators with noise inputs (StyleGAN2) show the grid with their fixed noise_const images, so that grids
+    # of successive snapshots differ only by training (the official gen_images.py default, noise_mode='const').
+    grid_kwargs = {"noise_mode": "const"} if is_stylegan2 else {}
+    grid_fn = jax.jit(lambda v, z, c: G.apply(v, z, c, config.log.grid_psi, **grid_kwargs))
 
     def save_grid(kimg: float, tag: str) -> None:
         if not is_main:
@@ -230,6 +243,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
                 line = (f"kimg {kimg_of(step):8.3f}  step {step:6d}  s/kimg {values['Timing/sec_per_kimg']:8.2f}  "
                         f"img/s {values['Timing/img_per_s']:7.1f}  G {values.get('Loss/G', float('nan')):7.4f}  "
                         f"D {values.get('Loss/D', float('nan')):7.4f}  R1 {values.get('Loss/r1', float('nan')):8.4f}")
+                if "Loss/pl_penalty" in values:
+                    line += f"  PL {values['Loss/pl_penalty']:8.4f}"
                 if progress:
                     progress.write(line)
                 elif is_main:

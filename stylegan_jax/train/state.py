@@ -6,7 +6,8 @@ Sources of the constants (NVlabs/stylegan3):
 - ``train.py``: Adam ``betas=[0, 0.99]``, ``eps=1e-8``; G lr 0.0025 for StyleGAN3 (0.002 for the stylegan2 cfg),
   D lr 0.002; ``ema_kimg = batch * 10 / 32``; ``magnitude_ema_beta = 0.5 ** (batch / (20 * 1e3))`` (a generator
   constructor argument); StyleGAN3-R: ``blur_init_sigma = 10``, ``blur_fade_kimg = batch * 200 / 32``;
-  ``G_reg_interval`` only set (to 4, with path-length reg) for the stylegan2 cfg.
+  the stylegan2 cfg: ``style_mixing_prob = 0.9``, ``pl_weight = 2``, ``G_reg_interval = 4`` (the loss defaults
+  ``pl_batch_shrink = 2``, ``pl_decay = 0.01``), 8 mapping layers.
 - ``training/training_loop.py``: ``ema_rampup = 0.05`` (train.py keeps it, except when resuming from a pickle),
   ``D_reg_interval = 16``, ``G_reg_interval = None``; lazy regularization
   ``mb_ratio = interval / (interval + 1)``, ``lr *= mb_ratio``, ``betas = beta ** mb_ratio``; the G_ema update
@@ -65,21 +66,29 @@ class TrainConfig:
     eps: float = 1e-8                         # Adam epsilon (added outside the square root, as torch.optim.Adam).
     r1_gamma: float = 2.0                     # R1 weight (official recommendation for 256px, batch 32).
     d_reg_interval: int | None = 16           # Lazy R1 every N iterations; None = no lazy reg (R1 every step).
-    g_reg_interval: int | None = None         # Must stay None: StyleGAN3 trains without path-length reg.
+    g_reg_interval: int | None = None         # Lazy path-length reg every N iterations (official StyleGAN2: 4);
+                                              # None with pl_weight > 0 = in every G step (official 'Gboth').
     ema_kimg: float | None = None             # G_ema half-life in kimg; None = batch * 10 / 32.
     ema_rampup: float | None = 0.05           # Half-life at most cur_nimg * rampup early on; None = no rampup.
     blur_init_sigma: float = 0.0              # D input blur at start (official StyleGAN3-R: 10; T: 0).
     blur_fade_kimg: float | None = None       # Blur fade-out length in kimg; None = batch * 200 / 32.
     style_mixing_prob: float = 0.0            # Style mixing probability (official StyleGAN3: 0; StyleGAN2: 0.9).
+    pl_weight: float = 0.0                    # Path-length reg weight (official StyleGAN3: 0; StyleGAN2: 2).
+    pl_batch_shrink: int = 2                  # Path-length reg on batch // pl_batch_shrink latents.
+    pl_decay: float = 0.01                    # Decay of the running mean of path lengths.
     magnitude_ema_beta: float | None = None   # Generator constructor value; None = 0.5 ** (batch / 20000).
     bf16: bool = False                        # bf16 compute in the highest-resolution D blocks (see step.py).
 
     def __post_init__(self) -> None:
-        if self.g_reg_interval is not None:
-            raise ValueError("TrainConfig: g_reg_interval must be None; path-length regularization (the official "
-                             "StyleGAN2 G reg) is not implemented for StyleGAN3 training")
-        if self.d_reg_interval is not None and self.d_reg_interval < 1:
-            raise ValueError(f"TrainConfig: d_reg_interval must be >= 1 or None, got {self.d_reg_interval}")
+        for name in ("d_reg_interval", "g_reg_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"TrainConfig: {name} must be >= 1 or None, got {value}")
+        if self.pl_weight < 0 or self.pl_batch_shrink < 1 or not 0 <= self.pl_decay <= 1:
+            raise ValueError(f"TrainConfig: need pl_weight >= 0, pl_batch_shrink >= 1, 0 <= pl_decay <= 1; got "
+                             f"{self.pl_weight}, {self.pl_batch_shrink}, {self.pl_decay}")
+        if not 0 <= self.style_mixing_prob <= 1:
+            raise ValueError(f"TrainConfig: style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
 
@@ -102,10 +111,17 @@ class TrainConfig:
         """Share of D updates that are main updates: ``interval / (interval + 1)`` (1 without lazy reg)."""
         return 1.0 if self.d_reg_interval is None else self.d_reg_interval / (self.d_reg_interval + 1)
 
+    @property
+    def g_mb_ratio(self) -> float:
+        """Share of G updates that are main updates: ``interval / (interval + 1)`` (1 without lazy reg)."""
+        return 1.0 if self.g_reg_interval is None else self.g_reg_interval / (self.g_reg_interval + 1)
+
     def loss_options(self) -> LossOptions:
         return LossOptions(r1_gamma=float(self.r1_gamma), style_mixing_prob=float(self.style_mixing_prob),
                            blur_init_sigma=float(self.blur_init_sigma),
-                           blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0)
+                           blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0,
+                           pl_weight=float(self.pl_weight), pl_batch_shrink=int(self.pl_batch_shrink),
+                           pl_decay=float(self.pl_decay))
 
     @classmethod
     def from_config(cls, config: Any) -> TrainConfig:
@@ -117,6 +133,10 @@ class TrainConfig:
         m = config.get("model", {}) if hasattr(config, "get") else {}
         get = lambda node, key, default: node.get(key, default) if hasattr(node, "get") else default
         d_reg = get(t, "d_reg_interval", 16)
+        pl_weight = float(get(t, "pl_weight", 0.0))
+        # The configs' g_reg_interval only applies with path-length reg: StyleGAN3 runs (pl_weight 0) keep the
+        # official G_reg_interval=None, i.e. no lazy-reg adjustment of G's Adam.
+        g_reg = get(t, "g_reg_interval", None) if pl_weight > 0 else None
         return cls(
             batch_size=int(t.batch_size), g_lr=float(get(t, "g_lr", 0.0025)), d_lr=float(get(t, "d_lr", 0.002)),
             betas=tuple(float(b) for b in get(t, "betas", (0.0, 0.99))), eps=float(get(t, "eps", 1e-8)),
@@ -124,6 +144,8 @@ class TrainConfig:
             ema_kimg=get(t, "ema_kimg", None), ema_rampup=get(t, "ema_rampup", 0.05),
             blur_init_sigma=float(get(t, "blur_init_sigma", 0.0)), blur_fade_kimg=get(t, "blur_fade_kimg", None),
             style_mixing_prob=float(get(t, "style_mixing_prob", 0.0)),
+            g_reg_interval=None if g_reg in (None, 0) else int(g_reg), pl_weight=pl_weight,
+            pl_batch_shrink=int(get(t, "pl_batch_shrink", 2)), pl_decay=float(get(t, "pl_decay", 0.01)),
             magnitude_ema_beta=get(m, "magnitude_ema_beta", None), bf16=bool(get(m, "bf16", False)),
         )
 
@@ -131,11 +153,13 @@ class TrainConfig:
 def make_optimizers(tc: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """``(G Adam, D Adam)``. optax.adam is torch.optim.Adam (bias-corrected, eps outside the square root).
 
-    D's Adam is shared by the main and the lazy-reg updates, i.e. it steps ``interval + 1`` times per
-    ``interval`` iterations; the official loop compensates with ``lr * mb_ratio`` and ``beta ** mb_ratio``.
+    Each Adam is shared by its network's main and lazy-reg updates, i.e. it steps ``interval + 1`` times per
+    ``interval`` iterations; the official loop compensates with ``lr * mb_ratio`` and ``beta ** mb_ratio``
+    (for G only when ``g_reg_interval`` is set: the StyleGAN2 config).
     """
     b1, b2 = tc.betas
-    g_tx = optax.adam(tc.g_lr, b1=b1, b2=b2, eps=tc.eps)
+    g = tc.g_mb_ratio
+    g_tx = optax.adam(tc.g_lr * g, b1=b1**g, b2=b2**g, eps=tc.eps)
     r = tc.d_mb_ratio
     d_tx = optax.adam(tc.d_lr * r, b1=b1**r, b2=b2**r, eps=tc.eps)
     return g_tx, d_tx
@@ -148,6 +172,7 @@ class TrainState:
     step: jnp.ndarray          # Training iterations done (the official batch_idx); int32 scalar.
     nimg: jnp.ndarray          # Real images shown to D so far (the official cur_nimg); int32 scalar.
     g_steps: jnp.ndarray       # G optimizer updates applied (Gmain).
+    g_reg_steps: jnp.ndarray   # G lazy-regularization (path length) optimizer updates applied (Greg).
     d_steps: jnp.ndarray       # D main optimizer updates applied (Dmain).
     d_reg_steps: jnp.ndarray   # D lazy-regularization optimizer updates applied (Dreg).
     G: Any                     # Generator variables {'params', 'ema' (w_avg, magnitude_ema), 'buffers'}.
@@ -158,6 +183,8 @@ class TrainState:
     rng: jax.Array             # Base PRNG key; the key of iteration k is fold_in(rng, k).
     last_r1: jnp.ndarray       # Mean raw R1 penalty of the last Dreg update (reported between reg steps).
     last_r1_grad_norm: jnp.ndarray  # Global norm of the last Dreg gradient (gain included).
+    pl_mean: jnp.ndarray       # Running mean of path lengths (the official loss's pl_mean buffer); 0 at start.
+    last_pl_penalty: jnp.ndarray  # Mean path-length penalty of the last Greg update (reported between reg steps).
 
     @property
     def kimg(self) -> jnp.ndarray:
@@ -219,10 +246,11 @@ def create_train_state(G: nn.Module, D: nn.Module, config: Any, rng: jax.Array, 
     # A fresh array per counter: a donated state must not hold one buffer twice.
     zero = lambda dtype=jnp.int32: jnp.zeros((), dtype)
     state = TrainState(
-        step=zero(), nimg=zero(), g_steps=zero(), d_steps=zero(), d_reg_steps=zero(),
+        step=zero(), nimg=zero(), g_steps=zero(), g_reg_steps=zero(), d_steps=zero(), d_reg_steps=zero(),
         G=g_vars, G_ema=_copy(g_vars), D=d_vars,
         g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
-        rng=k_steps, last_r1=zero(jnp.float32), last_r1_grad_norm=zero(jnp.float32),
+        rng=k_steps, last_r1=zero(jnp.float32), last_r1_grad_norm=zero(jnp.float32), pl_mean=zero(jnp.float32),
+        last_pl_penalty=zero(jnp.float32),
     )
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, P()))

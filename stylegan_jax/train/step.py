@@ -1,9 +1,14 @@
-"""The training step: one official StyleGAN3 iteration as a pure, jit-compiled, data-parallel function.
+"""The training step: one official StyleGAN2/3 iteration as a pure, jit-compiled, data-parallel function.
 
 Order of one iteration (NVlabs/stylegan3 ``training/training_loop.py`` with ``training/loss.py``; StyleGAN3
-has no G regularization, so the G phase is ``Gboth`` = ``Gmain``):
+has no G regularization, so its G phase is ``Gboth`` = ``Gmain``; the StyleGAN2 config adds lazy Greg):
 
 1. **Gmain**: ``mean(softplus(-D(G(z1))))``, G without EMA update, D at its current weights; G Adam step.
+1b. **Greg**, only with path-length regularization (``pl_weight > 0``) and when
+   ``iteration % g_reg_interval == 0``: ``pl_weight * mean((pl_lengths - pl_mean)^2)`` on ``batch //
+   pl_batch_shrink`` fresh latents (``losses.g_pl_loss``) times ``g_reg_interval`` (the official gain), with
+   the G just updated; a second G Adam step; ``pl_mean`` (in the state) moves. With ``g_reg_interval=None``
+   the penalty joins Gmain in one update every iteration (official ``Gboth``).
 2. **Dmain**: ``mean(softplus(D(G(z2)))) + mean(softplus(-D(x)))`` with the *updated* G, run with
    ``update_emas=True`` (``w_avg`` and every ``magnitude_ema`` move, and the image already uses the new
    ``magnitude_ema``); the updated EMAs become G's; D Adam step.
@@ -16,7 +21,8 @@ has no G regularization, so the G phase is ``Gboth`` = ``Gmain``):
    collections copied into G_ema.
 5. ``cur_nimg += batch``, ``iteration += 1``.
 
-Each phase draws its own latents (the official ``all_gen_z`` has one slice per phase). Labels of the fakes:
+Each phase draws its own latents (the official ``all_gen_z`` has one slice per phase), and generators with noise
+inputs (StyleGAN2) draw fresh per-pixel noise in each phase (``losses.noise_key``). Labels of the fakes:
 ``batch['gen_c']`` if given, else a random permutation of the batch's labels per phase (the official code
 draws them from the dataset's label distribution).
 
@@ -50,7 +56,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from stylegan_jax.losses import blur_sigma_schedule, d_main_loss, d_reg_loss, g_main_loss
+from stylegan_jax.losses import blur_sigma_schedule, d_main_loss, d_reg_loss, g_main_loss, g_pl_loss
 from stylegan_jax.train.state import TrainConfig, TrainState, make_optimizers
 
 DATA_AXIS = "data"
@@ -178,8 +184,10 @@ def _gen_labels(key: jax.Array, batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray
 
 
 def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
-               rng: jax.Array | None, do_reg: bool) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-    """One iteration (see the module docstring), a pure function; ``do_reg`` (static) adds the Dreg phase.
+               rng: jax.Array | None, do_reg: bool, do_g_reg: bool = False,
+               ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """One iteration (see the module docstring), a pure function; ``do_reg`` (static) adds the Dreg phase,
+    ``do_g_reg`` (static) the Greg phase.
 
     The iteration's randomness is ``fold_in(rng, state.step)`` with ``rng = state.rng`` when None, so a run
     is a function of (seed, data) and resumes exactly from a saved state.
@@ -196,14 +204,55 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     blur_sigma = blur_sigma_schedule(opts, cur_nimg)
     g_state = {k: v for k, v in state.G.items() if k != "params"}
     g_params, d_params = state.G["params"], state.D["params"]
+    finite_terms: list[Any] = []
 
-    # Gmain.
+    def pl_loss(p, k_reg):
+        # Greg on its own latents and labels (the official all_gen_z / all_gen_c slice of the phase).
+        k_z, k_c, k_run = jax.random.split(k_reg, 3)
+        z = jax.random.normal(k_z, (n, G.z_dim), jnp.float32)
+        return g_pl_loss(G, p, g_state, z, _gen_labels(k_c, batch), state.pl_mean, opts=opts, rng=k_run)
+
+    # The key of Greg: a fold, so the draws of the other phases are those of a run without path-length reg.
+    k_greg = jax.random.fold_in(key, 0x47726567)  # 'Greg'
+    g_both = do_g_reg and tc.g_reg_interval is None
+
+    # Gmain (official Gboth when the path-length penalty is not lazy).
     gen_z = jax.random.normal(k_gz, (n, G.z_dim), jnp.float32)
     gen_c = _gen_labels(k_gc, batch)
-    (loss_g, g_aux), g_grads = jax.value_and_grad(g_main_loss, argnums=2, has_aux=True)(
-        G, D, g_params, d_params, g_state, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma, rng=k_gmix)
+
+    def g_loss(p):
+        loss, aux = g_main_loss(G, D, p, d_params, g_state, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
+                                rng=k_gmix)
+        if g_both:
+            loss_pl, pl_aux = pl_loss(p, k_greg)
+            return loss + loss_pl, {**aux, "loss_main": loss, **pl_aux}
+        return loss, {**aux, "loss_main": loss}
+
+    (_, g_aux), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g_params)
+    loss_g = g_aux["loss_main"]
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, g_params)
     g_params = optax.apply_updates(g_params, g_updates)
+    finite_terms += [loss_g, g_grads]
+
+    # Greg (lazy path-length reg), a second G update with the same Adam.
+    pl_mean, last_pl = state.pl_mean, state.last_pl_penalty
+    if do_g_reg:
+        if g_both:
+            pl_aux = g_aux
+        else:
+            gain = float(tc.g_reg_interval)  # official: the phase loss times its interval
+
+            def reg_loss_g(p):
+                loss, aux = pl_loss(p, k_greg)
+                return loss * gain, aux
+
+            (loss_pl, pl_aux), pl_grads = jax.value_and_grad(reg_loss_g, has_aux=True)(g_params)
+            pl_updates, g_opt_state = g_tx.update(pl_grads, g_opt_state, g_params)
+            g_params = optax.apply_updates(g_params, pl_updates)
+            finite_terms += [loss_pl, pl_grads]
+        pl_mean = pl_aux["pl_mean"]
+        last_pl = jnp.mean(pl_aux["pl_penalty"])
+        finite_terms += [pl_mean, last_pl]
 
     # Dmain (with the G just updated; G's EMAs move).
     gen_z = jax.random.normal(k_dz, (n, G.z_dim), jnp.float32)
@@ -216,7 +265,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     g_state = {**g_state, "ema": g_ema_coll}
 
     # Dreg (lazy R1), a second D update with the same Adam.
-    finite_terms: list[Any] = [loss_g, g_grads, loss_d, d_grads]
+    finite_terms += [loss_d, d_grads]
     last_r1, last_r1_grad_norm = state.last_r1, state.last_r1_grad_norm
     if do_reg:
         gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
@@ -246,8 +295,10 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     one = jnp.ones((), jnp.int32)
     new_state = state.replace(
         step=state.step + one, nimg=state.nimg + n, g_steps=state.g_steps + one, d_steps=state.d_steps + one,
+        g_reg_steps=state.g_reg_steps + (one if do_g_reg and not g_both else 0),
         d_reg_steps=state.d_reg_steps + (one if do_reg else 0), G=g_vars, G_ema=g_ema_vars, D={"params": d_params},
-        g_opt_state=g_opt_state, d_opt_state=d_opt_state, last_r1=last_r1, last_r1_grad_norm=last_r1_grad_norm)
+        g_opt_state=g_opt_state, d_opt_state=d_opt_state, last_r1=last_r1, last_r1_grad_norm=last_r1_grad_norm,
+        pl_mean=pl_mean, last_pl_penalty=last_pl)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
 
     fake, real_logits = d_aux["fake_logits"], d_aux["real_logits"]
@@ -271,18 +322,26 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         "Progress/blur_sigma": blur_sigma,
         "finite": finite,
     }
+    if tc.pl_weight > 0:
+        metrics.update({
+            "Loss/pl_penalty": last_pl,                     # official Loss/pl_penalty (raw (length - mean)^2)
+            "Loss/G/reg": last_pl * tc.pl_weight,           # official Loss/G/reg (without the interval gain)
+            "Progress/pl_mean": pl_mean,
+            "Progress/g_reg": jnp.asarray(1.0 if do_g_reg else 0.0, jnp.float32),
+        })
     return new_state, metrics
 
 
 class TrainStep:
     """The compiled training step: ``state, metrics = step(state, batch, iteration)``.
 
-    Two jit-compiled variants, each compiled once: ``main`` (Gmain, Dmain) and ``reg`` (plus Dreg); both are
-    pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the object picks
-    the variant on the Python side from the iteration number (``iteration % d_reg_interval == 0``; pass it
-    to avoid reading ``state.step`` back from the device every call), places a host batch on the mesh, and
-    uses ``state.rng`` unless ``rng`` is given. The input state is donated (its buffers are reused) unless
-    ``donate=False``.
+    One jit-compiled variant per combination of the lazy-regularization phases an iteration runs (Dreg, and
+    Greg with path-length regularization), each compiled once on first use: StyleGAN3 uses ``main`` and
+    ``reg`` (Dreg every ``d_reg_interval``), the StyleGAN2 config adds Greg every ``g_reg_interval``. Each is
+    a pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the object picks
+    the variant on the Python side from the iteration number (pass it to avoid reading ``state.step`` back from
+    the device every call), places a host batch on the mesh, and uses ``state.rng`` unless ``rng`` is given.
+    The input state is donated (its buffers are reused) unless ``donate=False``.
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None, donate: bool = True):
@@ -296,11 +355,29 @@ class TrainStep:
         self.G, self.D = G, D
         self.mesh = make_mesh() if mesh is None else mesh
         self.batch_sharding = data_sharding(self.mesh)
-        rep = replicated(self.mesh)
-        jit = functools.partial(jax.jit, in_shardings=(rep, self.batch_sharding, rep), out_shardings=(rep, rep),
-                                donate_argnums=(0,) if donate else ())
-        self.main = jit(functools.partial(train_step, G, D, self.config, do_reg=False))
-        self.reg = jit(functools.partial(train_step, G, D, self.config, do_reg=True))
+        self._donate = donate
+        self._variants: dict[tuple[bool, bool], Any] = {}
+
+    def variant(self, d_reg: bool = False, g_reg: bool = False):
+        """The jitted step that runs Dreg if ``d_reg`` and Greg if ``g_reg`` (compiled on first call)."""
+        key = (bool(d_reg), bool(g_reg))
+        if key not in self._variants:
+            rep = replicated(self.mesh)
+            jit = functools.partial(jax.jit, in_shardings=(rep, self.batch_sharding, rep), out_shardings=(rep, rep),
+                                    donate_argnums=(0,) if self._donate else ())
+            self._variants[key] = jit(functools.partial(train_step, self.G, self.D, self.config, do_reg=key[0],
+                                                        do_g_reg=key[1]))
+        return self._variants[key]
+
+    @property
+    def main(self):
+        """Gmain + Dmain."""
+        return self.variant(False, False)
+
+    @property
+    def reg(self):
+        """Gmain + Dmain + Dreg."""
+        return self.variant(True, False)
 
     def wants_reg(self, iteration: int) -> bool:
         """Whether iteration ``iteration`` (0-based) runs Dreg: every ``d_reg_interval``-th, from 0 on."""
@@ -308,6 +385,14 @@ class TrainStep:
         if tc.r1_gamma == 0:  # official: the Dreg phase becomes 'none'
             return False
         return tc.d_reg_interval is None or iteration % tc.d_reg_interval == 0
+
+    def wants_g_reg(self, iteration: int) -> bool:
+        """Whether iteration ``iteration`` runs the path-length penalty: every ``g_reg_interval``-th from 0 on
+        (every iteration, inside Gmain, without lazy reg); never with ``pl_weight == 0`` (official: 'none')."""
+        tc = self.config
+        if tc.pl_weight == 0:
+            return False
+        return tc.g_reg_interval is None or iteration % tc.g_reg_interval == 0
 
     def place_batch(self, batch: Any) -> dict[str, jax.Array]:
         """The batch as a dict of global arrays sharded over ``'data'`` (no copy if already placed)."""
@@ -329,7 +414,7 @@ class TrainStep:
                  rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         if iteration is None:
             iteration = int(jax.device_get(state.step))
-        fn = self.reg if self.wants_reg(int(iteration)) else self.main
+        fn = self.variant(self.wants_reg(int(iteration)), self.wants_g_reg(int(iteration)))
         # rng None (a different pytree, hence its own compilation) reads state.rng inside the step: passing
         # state.rng as an argument too would hand the donated state's key buffer over twice.
         return fn(state, self.place_batch(batch), rng)
