@@ -1,6 +1,10 @@
 """Quickstart with the StyleGAN2 baseline: the same data, size, discriminator, batch and schedule as
 configs/quickstart.py, the StyleGAN2 generator with the official --cfg=stylegan2 training options (style mixing,
-lazy path-length regularization, G lr 0.002, 8 mapping layers), to compare the two in minutes on a CPU."""
+lazy path-length regularization, G lr 0.002, 8 mapping layers), to compare the two in minutes on a CPU.
+
+It runs about 5x faster per kimg than the StyleGAN3 quickstart on a CPU (no filtered leaky ReLU) but needs
+more images: measured on 2 CPU cores, blurry blobs with noise speckle at 6 kimg, gradient backgrounds with
+emerging shapes by about 20 kimg (~13 s/kimg, ~5 minutes), where StyleGAN3 shows shapes by about 3 kimg."""
 
 from pathlib import Path
 
@@ -8,4 +12,8 @@ from stylegan_jax.config import load_config, use_stylegan2
 
 
 def get_config():
-    return use_stylegan2(load_config(Path(__file__).with_name("quickstart.py")))
+    c = use_stylegan2(load_config(Path(__file__).with_name("quickstart.py")))
+    c.train.total_kimg = 20
+    c.log.image_kimg = 2.0
+    c.log.checkpoint_kimg = 2.0
+    return c

@@ -210,7 +210,8 @@ def test_eight_devices_match_one(tmp_path, cache_dir):
 
 # ---- the StyleGAN2 baseline through the same command -------------------------------------------------------
 
-STYLEGAN2 = ("--config.data.resolution=16", "--config.model.cfg=stylegan2", "--config.train.style_mixing_prob=0.9", "--config.train.pl_weight=2",
+STYLEGAN2 = ("--config.data.resolution=16", "--config.model.cfg=stylegan2", "--config.train.style_mixing_prob=0.9",
+             "--config.train.pl_weight=2",
              "--config.train.g_reg_interval=2", "--config.train.g_lr=0.002")
 
 

@@ -38,7 +38,8 @@ single-GPU run with the same batch.)
 
 Mixed precision: ``TrainConfig.bf16`` switches the discriminator's ``num_fp16_res`` highest-resolution blocks
 to bfloat16 (``Discriminator.fp16_dtype``) and the StyleGAN3 generator's ``use_fp16`` layers
-(``SynthesisNetwork.fp16_dtype``); styles, demodulation, EMAs and the optimizer stay float32.
+(``SynthesisNetwork.fp16_dtype``); styles, demodulation, EMAs and the optimizer stay float32. The StyleGAN2
+generator has no dtype switch and computes in float32 throughout.
 """
 
 from __future__ import annotations
