@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
         maybe_reexec_with_hugepages()
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="stylegan-jax", description="StyleGAN3 in JAX/Flax")
+    ap = argparse.ArgumentParser(prog="stylegan-jax", description="StyleGAN3 (and the StyleGAN2 baseline) in JAX/Flax")
     sub = ap.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, (module, help_text) in SUBCOMMANDS.items():

@@ -343,6 +343,7 @@ def test_compute_fid_kid_end_to_end_and_cache(tmp_path, weights, monkeypatch):
     assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
+@pytest.mark.slow  # ~35 s; the StyleGAN2 noise path of sampling stays in test_stylegan2_sampling.py
 def test_generator_stats_of_a_stylegan2_use_random_noise(weights):
     """StyleGAN2 has noise inputs: generated statistics use random noise (as the official metrics) drawn from the
     documented key, and work without the caller passing an rng."""

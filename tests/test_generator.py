@@ -65,6 +65,7 @@ def test_output_shape_and_range_at_init():
     assert bool(jnp.all(jnp.isfinite(img)))
 
 
+@pytest.mark.slow  # ~20 s
 def test_emas_update_only_when_asked():
     G = build_generator(img_resolution=32, channel_base=512, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)
     v = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16)))
@@ -80,6 +81,7 @@ def test_emas_update_only_when_asked():
     jax.tree.map(np.testing.assert_array_equal, same["ema"], v["ema"])
 
 
+@pytest.mark.slow  # ~15 s
 def test_forward_compiles_once():
     G = build_generator(img_resolution=32, channel_base=512, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)
     v = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16)))
@@ -157,6 +159,7 @@ def test_wrong_input_shapes_raise():
 
 
 
+@pytest.mark.slow  # ~25 s
 def test_bf16_high_resolution_layers():
     # fp16_dtype makes the use_fp16 layers compute in bfloat16; the output stays float32 and close to fp32.
     G = build_generator(img_resolution=32, channel_base=512, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)

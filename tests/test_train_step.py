@@ -209,6 +209,7 @@ np.savez(sys.argv[2], out=np.array(out, dtype=object))
 """
 
 
+@pytest.mark.slow  # ~30 s; sharded training is also checked end to end by test_training.py's slow 8-device run
 def test_one_vs_eight_devices_same_update(setup, first_steps, tmp_path):
     """The same iteration (with Dreg) on a mesh of 8 simulated CPU devices, in a subprocess, gives the update of
     the single-device run of this process (first_steps, iteration 0) to float tolerance."""
