@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.channel_max = 512              # Max channels per layer (R doubles it internally).
     c.model.conv_clamp = 256.0             # Clamp conv outputs; None = off.
     c.model.magnitude_ema_beta = -1.0      # -1 = official 0.5 ** (batch / 20000).
+    c.model.num_layers = 14                # StyleGAN3 synthesis layers (the design's 14; fewer only for quick tests).
     c.model.d_channel_base = 32768         # Discriminator channel multiplier.
     c.model.d_channel_max = 512            # Discriminator max channels.
     c.model.mbstd_group_size = 4           # Minibatch-stddev group size.

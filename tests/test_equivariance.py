@@ -142,6 +142,7 @@ def tiny_result(tiny_generator, tiny_evaluator):
     return tiny_evaluator(tiny_generator[1], batch_size=3, **TINY_RUN)
 
 
+@pytest.mark.slow  # ~30 s
 def test_metric_deterministic_and_batch_independent(tiny_generator, tiny_evaluator, tiny_result):
     G, v = tiny_generator
     assert list(tiny_result) == list(TINY_METRICS)

@@ -123,7 +123,7 @@ def inputs(m: Exported, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | Non
 # ---- numerics ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("batch", [1, pytest.param(4, marks=pytest.mark.slow)])  # batch 4: ~20 s more
 def test_onnx_matches_jax(model: Exported, batch: int, record_property) -> None:
     z, c = inputs(model, batch, seed=batch)
     for psi in (1.0, 0.5):

@@ -146,6 +146,7 @@ def sg2_steps():
     return step, states, metrics
 
 
+@pytest.mark.slow  # ~75 s (compiles a StyleGAN2 train step with Greg and Dreg)
 def test_greg_runs_every_g_reg_interval(sg2_steps):
     step, states, metrics = sg2_steps
     assert [int(m["Progress/g_reg"]) for m in metrics] == [1, 0, 1, 0]
