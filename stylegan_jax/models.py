@@ -37,8 +37,8 @@ def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: i
 
     ``synthesis_overrides`` are synthesis-network fields: for StyleGAN3 any ``SynthesisNetwork`` field
     (``magnitude_ema_beta``, ``conv_clamp``, ...); for StyleGAN2 the ``StyleGAN2Generator`` fields
-    (``conv_clamp``, ``architecture``, ``use_noise``, ...). StyleGAN3-only ones (``magnitude_ema_beta``, ``num_layers``) are
-    ignored for StyleGAN2 so that one config can describe both.
+    (``conv_clamp``, ``architecture``, ``use_noise``, ...). StyleGAN3-only ones (``magnitude_ema_beta``,
+    ``num_layers``) are ignored for StyleGAN2 so that one config can describe both.
     """
     if cfg == "stylegan2":
         from stylegan_jax.networks.stylegan2 import STYLEGAN2_FIELDS, StyleGAN2Generator
