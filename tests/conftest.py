@@ -46,7 +46,7 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
-# Modules in decreasing running time (seconds on the 2-core CI machine, serial), run first so that the
+# Modules in decreasing running time (serial, on the 2-core CI machine), run first so that the
 # pytest-xdist workers (``--dist loadscope``: one module per worker at a time) finish together instead of one
 # worker running the longest module alone at the end (pyproject: --no-loadscope-reorder keeps this order).
 # test_training.py goes before test_training_resume.py so that the latter finds its programs in the compilation
