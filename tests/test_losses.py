@@ -25,7 +25,7 @@ from stylegan_jax.losses import (
     run_generator,
 )
 from stylegan_jax.networks.discriminator import discriminator_from_official_kwargs
-from stylegan_jax.parity_checks import PHASES, check_losses, convert_d_gradients, official_gradients
+from stylegan_jax.parity.losses import PHASES, check_losses, convert_d_gradients, official_gradients
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_32.npz"
 SCALAR_RTOL = 1e-4

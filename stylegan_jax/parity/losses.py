@@ -1,11 +1,8 @@
-"""Discriminator and loss parity checks for ``stylegan-jax parity`` (registered into ``stylegan_jax.parity``).
+"""Parity check for official loss fixtures (``loss_32.npz``: ``out/loss_*`` and ``grad/<phase>/<net>/<name>``).
 
-- Discriminator fixtures (``d_256.npz``, ``d_64_cond.npz``: ``D_kwargs``, ``in/img``, ``out/logits``): logits
-  (relative, ``rtol``), ``r1_grad`` = d(sum logits)/d(img) and ``r1_penalty`` (relative by norm, ``grad_rtol``).
-- Loss fixtures (``loss_32.npz``: ``out/loss_*`` and ``grad/<phase>/<net>/<name>``): the scalar losses
-  ``Gmain``, ``Dmain``, ``Dreg`` (relative, ``rtol``) and every parameter gradient of every phase (relative by
-  norm, ``grad_rtol``). Official gradients are mapped onto our parameter tree by the weight converters
-  themselves (a gradient has its parameter's layout), so a naming or layout mistake there shows up here.
+The scalar losses ``Gmain``, ``Dmain``, ``Dreg`` (relative, ``rtol``) and every parameter gradient of every phase
+(relative by norm, ``grad_rtol``). Official gradients are mapped onto our parameter tree by the weight converters
+themselves (a gradient has its parameter's layout), so a naming or layout mistake there shows up here.
 
 Semantics pinned by the loss fixture (see its ``meta.note``): the scalar losses use the stored G buffers
 without EMA update; the Dmain gradients come from the official phase, in which G runs with
@@ -14,7 +11,6 @@ without EMA update; the Dmain gradients come from the official phase, in which G
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stylegan_jax import parity
 from stylegan_jax.convert.discriminator import convert_discriminator
 from stylegan_jax.convert.generator import convert_generator, strip_prefix
-from stylegan_jax.losses import LossOptions, d_main_loss, d_reg_loss, g_main_loss, r1_grad
+from stylegan_jax.losses import LossOptions, d_main_loss, d_reg_loss, g_main_loss
 from stylegan_jax.networks.discriminator import discriminator_from_official_kwargs
+from stylegan_jax.parity.common import DEFAULT_ATOL, DEFAULT_GRAD_RTOL, DEFAULT_RTOL, Fixture, Result, compare
 
 # Official state-dict entries of the StyleGAN3 generator that are buffers, not parameters (by last name part).
 _G_BUFFER_NAMES = frozenset({"w_avg", "magnitude_ema", "freqs", "phases", "transform", "up_filter", "down_filter"})
@@ -47,44 +43,9 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
     return {".".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in flat}
 
 
-# ----------------------------------------------------------------------------------------------------
-# Discriminator.
 
 
-def _applies_discriminator(fx: parity.Fixture) -> bool:
-    return "D_kwargs" in fx.meta and fx.has("in/img") and fx.has("out/logits")
-
-
-def check_discriminator(fx: parity.Fixture, atol: float = parity.DEFAULT_ATOL, rtol: float = parity.DEFAULT_RTOL,
-                        grad_rtol: float = parity.DEFAULT_GRAD_RTOL, impl: str = "fast", **_) -> list[parity.Result]:
-    """Logits, R1 gradient and R1 penalty of the official discriminator fixture."""
-    del atol, impl  # D has no filtered_lrelu; all its outputs are compared relatively.
-    D_kwargs = fx.meta["D_kwargs"]
-    D = discriminator_from_official_kwargs(D_kwargs)
-    variables = convert_discriminator(strip_prefix(fx.arrays, "D/"), D_kwargs)
-    gamma = float(fx.meta.get("r1_gamma", 1.0))
-
-    @jax.jit
-    def run(variables, img, c):
-        grad, logits = r1_grad(lambda x, c: D.apply(variables, x, c), img, c)
-        return logits, grad, jnp.sum(jnp.square(grad), axis=(1, 2, 3)) * (gamma / 2)
-
-    c = fx.get("in/c")
-    c = np.zeros((fx.get("in/img").shape[0], 0), np.float32) if c is None else c
-    logits, grad, penalty = jax.device_get(run(variables, jnp.asarray(fx.get("in/img")), jnp.asarray(c)))
-    results = [parity.compare("D logits", logits, fx.get("out/logits"), rtol, "rel")]
-    if fx.has("out/r1_grad"):
-        results.append(parity.compare("D r1_grad", grad, fx.get("out/r1_grad"), grad_rtol, "rel"))
-    if fx.has("out/r1_penalty"):
-        results.append(parity.compare("D r1_penalty", penalty, fx.get("out/r1_penalty"), grad_rtol, "rel"))
-    return results
-
-
-# ----------------------------------------------------------------------------------------------------
-# Losses.
-
-
-def _applies_losses(fx: parity.Fixture) -> bool:
+def applies_losses(fx: Fixture) -> bool:
     return "G_kwargs" in fx.meta and "D_kwargs" in fx.meta and (
         fx.has("out/loss_Gmain") or any(k.startswith("grad/") for k in fx.arrays))
 
@@ -117,7 +78,7 @@ def convert_d_gradients(d_state_dict: Mapping[str, np.ndarray], grads: Mapping[s
     return convert_discriminator(sd, D_kwargs)["params"], missing
 
 
-def compute_loss_fixture(fx: parity.Fixture, impl: str = "fast") -> dict[str, Any]:
+def compute_loss_fixture(fx: Fixture, impl: str = "fast") -> dict[str, Any]:
     """Our scalar losses and phase gradients for a loss fixture, in our parameter trees.
 
     Returns ``{'loss': {phase: scalar}, 'grad': {phase: params tree}}``. ``loss/Dmain`` is evaluated without
@@ -155,8 +116,8 @@ def compute_loss_fixture(fx: parity.Fixture, impl: str = "fast") -> dict[str, An
     return {"loss": losses, "grad": grads}
 
 
-def check_losses(fx: parity.Fixture, atol: float = parity.DEFAULT_ATOL, rtol: float = parity.DEFAULT_RTOL,
-                 grad_rtol: float = parity.DEFAULT_GRAD_RTOL, impl: str = "fast", **_) -> list[parity.Result]:
+def check_losses(fx: Fixture, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                 grad_rtol: float = DEFAULT_GRAD_RTOL, impl: str = "fast", **_) -> list[Result]:
     """Scalar losses (``rtol``) and every gradient of every phase (``grad_rtol``, relative by norm)."""
     del atol
     ours = compute_loss_fixture(fx, impl=impl)
@@ -164,7 +125,7 @@ def check_losses(fx: parity.Fixture, atol: float = parity.DEFAULT_ATOL, rtol: fl
     for phase in PHASES:
         ref = fx.get(f"out/loss_{phase}")
         if ref is not None:
-            results.append(parity.compare(f"loss {phase}", ours["loss"][phase], ref, rtol, "rel"))
+            results.append(compare(f"loss {phase}", ours["loss"][phase], ref, rtol, "rel"))
     g_sd = strip_prefix(fx.arrays, "G/")
     d_sd = strip_prefix(fx.arrays, "D/")
     for phase in PHASES:
@@ -179,30 +140,10 @@ def check_losses(fx: parity.Fixture, atol: float = parity.DEFAULT_ATOL, rtol: fl
             ours_flat = _flatten(ours["grad"][phase])
             for name, ref in _flatten(ref_tree).items():
                 label = f"grad {phase} {net}.{name}" + (" (official: None)" if name in missing else "")
-                results.append(parity.compare(label, ours_flat.get(name, np.full_like(ref, np.nan)), ref,
+                results.append(compare(label, ours_flat.get(name, np.full_like(ref, np.nan)), ref,
                                               grad_rtol, "rel"))
     return results
 
 
-def _register() -> None:
-    targets = [parity]
-    # ``python -m stylegan_jax.parity`` runs parity.py as ``__main__``, a second module object with its own
-    # CHECKS list; register there too, or that entry point would silently skip these checks.
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", None) == "stylegan_jax.parity" and main is not parity:
-        targets.append(main)
-    for module in targets:
-        module.register_check("discriminator", _applies_discriminator, check_discriminator)
-        module.register_check("losses", _applies_losses, check_losses)
-
-
-_register()
-
-__all__ = [
-    "check_discriminator",
-    "check_losses",
-    "compute_loss_fixture",
-    "convert_d_gradients",
-    "convert_g_gradients",
-    "official_gradients",
-]
+__all__ = ["PHASES", "applies_losses", "check_losses", "compute_loss_fixture", "convert_d_gradients",
+           "convert_g_gradients", "official_gradients"]

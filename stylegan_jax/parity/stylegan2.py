@@ -1,6 +1,6 @@
 """Parity check for official StyleGAN2 generator fixtures (``training.networks_stylegan2.Generator``).
 
-Registers itself with :mod:`stylegan_jax.parity` on import. Outputs compared (absolute tolerance):
+Outputs compared (absolute tolerance):
 ``ws``, ``ws_trunc`` (``meta.truncation_psi`` / ``truncation_cutoff``), ``img`` and ``img_trunc``
 (``meta.noise_mode``, 'const' in the fixtures: random noise cannot be reproduced across frameworks),
 ``img_noise_none``, and ``img_mixed`` (ws of ``in/z`` below ``meta.style_mix.cutoff``, of ``in/z2``
@@ -17,7 +17,7 @@ import numpy as np
 
 from stylegan_jax.convert.generator import strip_prefix
 from stylegan_jax.convert.stylegan2 import convert_stylegan2_generator
-from stylegan_jax.parity import DEFAULT_ATOL, Fixture, Result, compare, register_check
+from stylegan_jax.parity.common import DEFAULT_ATOL, Fixture, Result, compare
 
 OFFICIAL_CLASS = "training.networks_stylegan2.Generator"
 
@@ -67,7 +67,5 @@ def check_stylegan2_generator(fx: Fixture, atol: float = DEFAULT_ATOL, **_) -> l
         results.append(compare(f"G {name}", np.asarray(fn()), ref, atol, "abs"))
     return results
 
-
-register_check("stylegan2 generator", applies_stylegan2, check_stylegan2_generator)
 
 __all__ = ["OFFICIAL_CLASS", "applies_stylegan2", "check_stylegan2_generator"]
