@@ -56,7 +56,8 @@ from stylegan_jax.apis.inference import (
     ModelLoadError,
 )
 
-__all__ = ["add_arguments", "command", "create_app", "encode_png"]
+__all__ = ["Limiter", "add_arguments", "add_watermark_arguments", "busy_response", "command", "create_app",
+           "encode_png", "error_response", "install_error_handlers", "watermark_from_args"]
 
 MAX_BODY_BYTES = 64 * 1024  # a 512-float latent is ~10 KiB of JSON
 KEY_ENV = "STYLEGAN_JAX_WATERMARK_KEY"
@@ -73,7 +74,7 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class _Limiter:
+class Limiter:
     """Admission control: ``slots`` concurrent generations plus ``queue`` waiting; beyond that, refuse.
 
     All bookkeeping happens on the event loop thread (no await between the check and the increment), so a
@@ -117,8 +118,35 @@ class _Limiter:
             self.admitted -= 1
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error body of every non-200 answer: ``{"error": message}``."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+_error = error_response
+
+
+def busy_response(limiter: Limiter, what: str = "generations") -> JSONResponse:
+    """503 with ``Retry-After: 1`` for a request the limiter refused."""
+    return error_response(503, f"server busy: {limiter.slots} {what} running and {limiter.queue} waiting; "
+                               "retry shortly", {"Retry-After": "1"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every HTTP error, validation error and unhandled exception with the JSON error body (500s logged)."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
+        return error_response(400, "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Any:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")
 
 
 def _parse_int(name: str, raw: str | None, lo: int, hi: int) -> int:
@@ -172,24 +200,12 @@ def create_app(session: InferenceSession, *, max_concurrency: int = 2, max_queue
 
     ``max_queue`` defaults to ``max_concurrency``. Serve it with uvicorn (``uvicorn.run(app, ...)``).
     """
-    limiter = _Limiter(max_concurrency, max_concurrency if max_queue is None else max_queue)
+    limiter = Limiter(max_concurrency, max_concurrency if max_queue is None else max_queue)
     app = FastAPI(title="stylegan-jax", description="StyleGAN3 / StyleGAN2 generator (ONNX Runtime), watermarked PNGs",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.session = session
     app.state.limiter = limiter
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
-        return _error(400, "; ".join(str(e.get("msg", e)) for e in exc.errors()) or "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> Any:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal server error")
+    install_error_handlers(app)
 
     def render(z: np.ndarray, c: np.ndarray | None, psi: float) -> bytes:
         return encode_png(session.generate(z, c, psi, watermark=True)[0])
@@ -197,8 +213,7 @@ def create_app(session: InferenceSession, *, max_concurrency: int = 2, max_queue
     async def generate(z: np.ndarray, c: np.ndarray | None, psi: float, headers: dict[str, str]) -> Any:
         session.check_inputs(z, c, psi)  # cheap: reject bad input before taking a slot
         if not limiter.try_admit():
-            return _error(503, f"server busy: {limiter.slots} generations running and {limiter.queue} waiting; "
-                               "retry shortly", {"Retry-After": "1"})
+            return busy_response(limiter)
         try:
             png = await limiter.run(render, z, c, psi)
         except InferenceError as e:
@@ -288,11 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrency", type=int, default=2, help="generations running at once")
     parser.add_argument("--max-queue", type=int, default=None,
                         help="requests allowed to wait for a slot before 503 (default: = --max-concurrency)")
-    parser.add_argument("--watermark-key", default=None,
-                        help=f"watermark key (default: ${KEY_ENV}, else a public default key: set your own)")
-    parser.add_argument("--watermark-payload", default=None,
-                        help=f"payload as hex bytes, e.g. 0badc0de (default: {DEFAULT_PAYLOAD.hex()} = "
-                             f"{DEFAULT_PAYLOAD.decode()!r})")
+    add_watermark_arguments(parser, f"watermark key (default: ${KEY_ENV}, else a public default key: set your own)")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime threads per generation (default: cores / max-concurrency)")
     parser.add_argument("--providers", default=None,
@@ -300,18 +311,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
-def command(args: argparse.Namespace) -> int:
-    import uvicorn
+def add_watermark_arguments(parser: argparse.ArgumentParser, key_help: str) -> None:
+    """``--watermark-key`` / ``--watermark-payload`` (shared by ``serve`` and ``visualize``)."""
+    parser.add_argument("--watermark-key", default=None, help=key_help)
+    parser.add_argument("--watermark-payload", default=None,
+                        help=f"payload as hex bytes, e.g. 0badc0de (default: {DEFAULT_PAYLOAD.hex()} = "
+                             f"{DEFAULT_PAYLOAD.decode()!r})")
 
-    key = args.watermark_key or os.environ.get(KEY_ENV)
-    if not key:
-        print(f"warning: no --watermark-key or ${KEY_ENV}: using the public default key", file=sys.stderr)
-        key = DEFAULT_WATERMARK_KEY
+
+def watermark_from_args(args: argparse.Namespace) -> tuple[str | None, bytes]:
+    """``(key, payload)`` from ``--watermark-key`` (else ``$STYLEGAN_JAX_WATERMARK_KEY``, else None) and
+    ``--watermark-payload``; raises ``ValueError`` for a payload that is not hex bytes."""
+    key = args.watermark_key or os.environ.get(KEY_ENV) or None
     try:
         payload = bytes.fromhex(args.watermark_payload) if args.watermark_payload else DEFAULT_PAYLOAD
     except ValueError:
-        print(f"error: --watermark-payload must be hex bytes, got {args.watermark_payload!r}", file=sys.stderr)
+        raise ValueError(f"--watermark-payload must be hex bytes, got {args.watermark_payload!r}") from None
+    if not payload:
+        raise ValueError("--watermark-payload must not be empty")
+    return key, payload
+
+
+def command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        key, payload = watermark_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    if key is None:
+        print(f"warning: no --watermark-key or ${KEY_ENV}: using the public default key", file=sys.stderr)
+        key = DEFAULT_WATERMARK_KEY
     if args.max_concurrency < 1 or (args.max_queue is not None and args.max_queue < 0):
         print("error: --max-concurrency must be >= 1 and --max-queue >= 0", file=sys.stderr)
         return 2
