@@ -19,7 +19,6 @@ SUBCOMMANDS = {
     "export": ("stylegan_jax.apis.export_onnx", "export the generator of a checkpoint to ONNX"),
     "serve": ("stylegan_jax.apis.server", "HTTP service generating watermarked PNGs from an ONNX model"),
     "visualize": ("stylegan_jax.apis.visualize_cli", "browser visualizer of the checkpoints of a training workdir"),
-    "visualize": ("stylegan_jax.apis.visualize_cli", "browser visualizer of the checkpoints of a training workdir"),
     "metrics": ("stylegan_jax.metrics.cli", "equivariance metrics (EQ-T, EQ-T frac, EQ-R) and FID/KID of a checkpoint"),
     "parity": ("stylegan_jax.parity.cli", "compare our networks with official reference outputs"),
 }
