@@ -12,8 +12,10 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections import Counter
 from pathlib import Path
 
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -23,7 +25,6 @@ from PIL import Image
 from stylegan_jax.data import (
     DatasetError,
     ImageFolderSource,
-    IndexStream,
     SyntheticShapes,
     default_config,
     make_dataset,
@@ -272,56 +273,151 @@ def test_mirror_doubles_with_flipped_copies(folder: Path):
 # order, hosts, resume
 
 
-def test_index_stream_epochs_are_permutations():
-    s = IndexStream(7, seed=3)
-    stream = s.take(7 * 3 + 2)
+def _loaded(pipeline) -> list[int]:
+    """Record the raw indices ``pipeline`` decodes from now on (its source's ``load`` calls, in call order)."""
+    calls: list[int] = []
+    load = pipeline.source.load
+
+    def recording(index):
+        calls.append(int(index))
+        return load(index)
+
+    pipeline.source.load = recording
+    return calls
+
+
+def test_order_epochs_are_seeded_permutations():
+    kw = dict(resolution=8, synthetic_size=7, prefetch=0)
+    p = make_dataset(**kw, batch_size=8, seed=3)
+    calls = _loaded(p)
+    _take(p, 3)  # 24 examples: 3 epochs and 3 more; batches straddle epoch boundaries
     for e in range(3):
-        assert sorted(stream[7 * e : 7 * (e + 1)]) == list(range(7))
-    assert not np.array_equal(stream[:7], stream[7:14])
-    assert s.state() == {"epoch": 3, "index": 2, "seed": 3, "length": 7}
-    assert not np.array_equal(IndexStream(50, seed=0).take(50), IndexStream(50, seed=1).take(50))
-    np.testing.assert_array_equal(IndexStream(5, shuffle=False).take(7), [0, 1, 2, 3, 4, 0, 1])
-    # the order is pinned: a NumPy upgrade must not change what a saved position replays
-    np.testing.assert_array_equal(IndexStream(10, seed=0).take(10), IndexStream(10, seed=0).permutation(0))
+        assert sorted(calls[7 * e : 7 * (e + 1)]) == list(range(7))
+    assert calls[:7] != calls[7:14]  # a fresh permutation per epoch
+    assert p.state()["epoch"] == 3 and p.state()["index"] == 3
+    other = make_dataset(**kw, batch_size=8, seed=4)
+    other_calls = _loaded(other)
+    next(other)
+    assert other_calls[:7] != calls[:7]
+    ordered = make_dataset(**kw, batch_size=4, shuffle=False)
+    ordered_calls = _loaded(ordered)
+    _take(ordered, 2)
+    assert ordered_calls == [0, 1, 2, 3, 4, 5, 6, 0]
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32 - 1\]"):
+        make_dataset(**kw, batch_size=4, seed=2**32)
 
 
-def test_per_host_slices_partition_the_global_batch():
-    kw = dict(resolution=8, batch_size=8, use_labels=True, prefetch=0, synthetic_size=20)
-    full = [_np(b) for b in _take(make_dataset(**kw), 4)]
-    hosts = [[_np(b) for b in _take(make_dataset(**kw, process_index=i, process_count=4), 4)] for i in range(4)]
-    for step in range(4):
-        images = np.concatenate([hosts[i][step][0] for i in range(4)])
-        labels = np.concatenate([hosts[i][step][1] for i in range(4)])
-        assert hosts[0][step][0].shape[0] == 2
-        np.testing.assert_array_equal(images, full[step][0])
-        np.testing.assert_array_equal(labels, full[step][1])
+def _sources_for_sharding(folder: Path) -> dict[str, dict]:
+    return {
+        "synthetic": dict(resolution=8, synthetic_size=20, use_labels=True),
+        "folder": dict(source="folder", path=str(folder), resolution=RES, mirror=True),
+    }
+
+
+def _check_process_blocks(kw: dict, steps: int = 3, procs: int = 4, batch: int = 8) -> None:
+    """Each of ``procs`` processes (explicit Grain ShardOptions) decodes exactly its block of every global batch:
+    the blocks are disjoint and, concatenated in process order, are the 1-process batches image for image."""
+    local = batch // procs
+    single = make_dataset(**kw, batch_size=batch, prefetch=0)
+    single_calls = _loaded(single)
+    full = [_np(b) for b in _take(single, steps)]
+    _take(single, 4)  # the batches after those: where the readers of the processes may read ahead
+
+    def block(i: int, steps: int) -> list[int]:
+        return [single_calls[s * batch + i * local + j] for s in range(steps) for j in range(local)]
+    for prefetch in (0, 2):
+        pipes = [make_dataset(**kw, batch_size=batch, prefetch=prefetch,
+                              shard_options=grain.sharding.ShardOptions(i, procs)) for i in range(procs)]
+        calls = [_loaded(p) for p in pipes]
+        got = [[_np(b) for b in _take(p, steps)] for p in pipes]
+        for i, p in enumerate(pipes):
+            assert (p.info.process_index, p.info.process_count, p.info.local_batch_size) == (i, procs, local)
+            if prefetch == 0:
+                assert calls[i] == block(i, steps)  # read only its own block, nothing else, in order
+            else:  # Grain's threads read ahead (in any order), but only into the process's own later blocks
+                assert Counter(block(i, steps)) <= Counter(calls[i]) <= Counter(block(i, steps + 4))
+            p.close()
+        for s in range(steps):
+            np.testing.assert_array_equal(np.concatenate([got[i][s][0] for i in range(procs)]), full[s][0])
+            np.testing.assert_array_equal(np.concatenate([got[i][s][1] for i in range(procs)]), full[s][1])
+
+
+@pytest.mark.parametrize("name", ["synthetic", "folder"])
+def test_each_process_reads_only_its_block_of_every_global_batch(folder: Path, name: str):
+    _check_process_blocks(_sources_for_sharding(folder)[name])
+
+
+def test_process_arguments():
+    kw = dict(resolution=8, batch_size=8, synthetic_size=20, prefetch=0)
+    p = make_dataset(**kw)  # default: Grain's ShardByJaxProcess
+    assert (p.info.process_index, p.info.process_count) == (jax.process_index(), jax.process_count())
+    q = make_dataset(**kw, process_index=1, process_count=2)
+    assert (q.info.process_index, q.info.process_count, q.info.local_batch_size) == (1, 2, 4)
     with pytest.raises(ValueError, match="divisible by process_count 3"):
         make_dataset(**kw, process_index=0, process_count=3)
+    with pytest.raises(ValueError, match="invalid process_index=2 for process_count=2"):
+        make_dataset(**kw, process_index=2, process_count=2)
+    with pytest.raises(ValueError, match="either shard_options or process_index"):
+        make_dataset(**kw, process_index=0, shard_options=grain.sharding.ShardOptions(0, 1))
 
 
 @pytest.mark.parametrize("prefetch", [0, 3])
 def test_resume_replays_exact_batches(folder: Path, prefetch: int):
-    # 6 images mirrored = 12 per epoch, batch 5: batches straddle epoch boundaries.
-    kw = dict(source="folder", path=str(folder), resolution=RES, batch_size=5, mirror=True, seed=11, prefetch=prefetch)
+    # 6 images mirrored = 12 per epoch, batch 4: resumes cross epoch boundaries.
+    kw = dict(source="folder", path=str(folder), resolution=RES, batch_size=4, mirror=True, seed=11, prefetch=prefetch)
     unbroken = [_np(b) for b in _take(make_dataset(**kw), 9)]
 
     first = make_dataset(**kw)
     head = [_np(b) for b in _take(first, 4)]
     saved = json.loads(json.dumps(first.state()))  # survives a JSON checkpoint
-    assert saved == {"epoch": 1, "index": 8, "seed": 11, "length": 12}
+    assert {k: saved[k] for k in ("epoch", "index", "seed", "length", "batch_size")} == {
+        "epoch": 1, "index": 4, "seed": 11, "length": 12, "batch_size": 4}
+    assert saved["grain"]["process_count"] == 1 and "last_seen_indices" in saved["grain"]["iterator"]
     first.close()
     resumed = make_dataset(**kw, state=saved)
     tail = [_np(b) for b in _take(resumed, 5)]
     for got, want in zip(head + tail, unbroken, strict=True):
         np.testing.assert_array_equal(got[0], want[0])
-    # restore() on a live pipeline rewinds past what the prefetch thread already read
+    # restore() on a live pipeline rewinds past what Grain's threads already read
     resumed.restore(saved)
     np.testing.assert_array_equal(_np(next(resumed))[0], unbroken[4][0])
     resumed.close()
     # the saved seed wins over the configured one; a different dataset size cannot resume
     np.testing.assert_array_equal(_np(next(make_dataset(**{**kw, "seed": 99}, state=saved)))[0], unbroken[4][0])
+    live = make_dataset(**{**kw, "seed": 99})
+    live.restore(saved)
+    np.testing.assert_array_equal(_np(next(live))[0], unbroken[4][0])
     with pytest.raises(DatasetError, match="cannot resume"):
         make_dataset(**{**kw, "mirror": False}, state=saved)
+    # a state without Grain's part (the pre-Grain pipeline's) resumes at its position, with a warning
+    legacy = {k: saved[k] for k in ("epoch", "index", "seed", "length")}
+    with pytest.warns(UserWarning, match="pre-Grain"):
+        old = make_dataset(**kw, state=legacy)
+    np.testing.assert_array_equal(_np(next(old))[0], unbroken[4][0])
+
+
+def test_resume_across_process_counts(folder: Path):
+    """A state saved by process 0 of 2 resumes in 1 process and in 2 processes, and a 1-process state in 2
+    processes: always on the batches an unbroken 1-process run reads."""
+    kw = dict(source="folder", path=str(folder), resolution=RES, batch_size=4, mirror=True, seed=5, prefetch=0)
+    unbroken = [_np(b)[0] for b in _take(make_dataset(**kw), 6)]
+
+    def run(procs, steps, state=None):
+        pipes = [make_dataset(**kw, state=state, shard_options=grain.sharding.ShardOptions(i, procs))
+                 for i in range(procs)]
+        batches = [np.concatenate([_np(next(p))[0] for p in pipes]) for _ in range(steps)]
+        return batches, json.loads(json.dumps(pipes[0].state()))
+
+    two, state2 = run(2, 3)
+    for k in range(3):
+        np.testing.assert_array_equal(two[k], unbroken[k])
+    one, state1 = run(1, 2, state2)  # 2 -> 1
+    np.testing.assert_array_equal(one[0], unbroken[3])
+    np.testing.assert_array_equal(one[1], unbroken[4])
+    again, _ = run(2, 2, state2)  # 2 -> 2, through Grain's own set_state on both processes
+    np.testing.assert_array_equal(again[0], unbroken[3])
+    back, _ = run(2, 1, state1)  # 1 -> 2
+    np.testing.assert_array_equal(back[0], unbroken[5])
 
 
 def test_device_sharding_single_device(folder: Path):

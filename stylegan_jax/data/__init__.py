@@ -1,4 +1,4 @@
-"""Training data: sources (synthetic shapes, image folders/zips, TFDS) and the resumable input pipeline.
+"""Training data: sources (synthetic shapes, image folders/zips, TFDS) and the resumable Grain input pipeline.
 
 Typical use::
 
@@ -16,10 +16,12 @@ from stylegan_jax.data.folder import ImageFolderSource, validate_dataset
 from stylegan_jax.data.input_pipeline import (
     DEFAULTS,
     Batch,
-    DataIterator,
     DataPipeline,
     DatasetInfo,
-    IndexStream,
+    ExampleSource,
+    GlobalBatchSampler,
+    ToModelInputs,
+    XFlip,
     default_config,
     make_dataset,
     make_source,
@@ -33,14 +35,16 @@ __all__ = [
     "CLASS_NAMES",
     "DEFAULTS",
     "Batch",
-    "DataIterator",
     "DataPipeline",
     "DatasetError",
     "DatasetInfo",
+    "ExampleSource",
+    "GlobalBatchSampler",
     "ImageFolderSource",
     "ImageSource",
-    "IndexStream",
     "SyntheticShapes",
+    "ToModelInputs",
+    "XFlip",
     "default_config",
     "make_dataset",
     "make_source",

@@ -1,31 +1,50 @@
-"""Training input pipeline: source -> shuffled global batches -> this host's slice -> [-1, 1] float -> devices.
+"""Training input pipeline on Grain: source -> shuffled global batches -> this process's block -> [-1, 1] -> devices.
 
-Order of examples. The pipeline walks an endless stream made of one permutation per epoch of the virtual
-dataset (``num_images`` raw examples, doubled with x-flipped copies when ``mirror``). The permutation of epoch
-``e`` depends only on ``(seed, e)``; a global batch is the next ``batch_size`` entries of the stream and may
-straddle an epoch boundary, so no example is dropped and datasets smaller than a batch work. The position in
-the stream is ``(epoch, index)``; saving ``state()`` and building the pipeline again with it gives exactly the
-batches an unbroken run would have seen. The position counts global examples, so it is the same on every host
-and stays valid if the number of hosts changes.
+The pieces, all Grain's own except the block layout of a global batch:
 
-Hosts. Every host computes the same global batch of indices and loads only its own contiguous slice
-``[process_index * B / P, (process_index + 1) * B / P)``; the global batch is the concatenation over hosts in
-process order, which is what ``jax.make_array_from_process_local_data`` assembles.
+* ``ExampleSource``: a Grain random-access data source over the *virtual* dataset, ``num_images`` raw examples
+  (after ``max_images``) followed, with ``mirror``, by their x-flipped copies. Any ``ImageSource`` (synthetic
+  shapes, folder/zip, TFDS) is served through it; images are decoded in Grain's reader threads.
+* Order: ``grain.samplers.IndexSampler(length, shuffle=True, num_epochs=None, seed=seed)``, one endless stream
+  of global positions with a fresh permutation per epoch (Grain's ``index_shuffle`` seeded with ``seed +
+  epoch``). A global batch is the next ``batch_size`` positions of the stream and may straddle an epoch
+  boundary, so no example is dropped and datasets smaller than a batch work.
+* Processes: ``GlobalBatchSampler`` gives process ``p`` of ``P`` (from ``grain.sharding.ShardByJaxProcess``,
+  i.e. ``jax.process_index()`` / ``jax.process_count()``, or explicit ``ShardOptions``) the contiguous block
+  ``[p * B / P, (p + 1) * B / P)`` of every global batch, and nothing else. The global batch is then the
+  concatenation over processes in process order (what ``jax.make_array_from_process_local_data`` assembles),
+  example for example the batch a 1-process run reads. Grain's own sharding (``IndexSampler`` splitting the
+  dataset into per-process parts, or the ``DataLoader`` dealing out every ``P``-th record) would give each
+  process a different *subset of the data*, so runs on different process counts would train on different
+  batches; the block layout keeps them identical.
+* ``grain.DataLoader`` with the transforms ``XFlip`` (the mirrored copies), ``grain.transforms.Batch`` and
+  ``ToModelInputs`` (uint8 -> float32 ``x / 127.5 - 1`` in the model layout, labels float32 ``[N, c_dim]``);
+  reading is prefetched by ``num_workers`` threads, ``prefetch`` batches ahead (``ReadOptions``). Threads, not
+  Grain's worker processes: Pillow and the numpy rendering release the GIL, and threads keep the source
+  unpickled and the error of a bad file in the training process.
+
+State. ``DataPipeline.state()`` is a JSON dict: the global position ``{epoch, index}`` (examples consumed, the
+same on every process), ``seed``, ``length``, ``batch_size``, and ``grain``: the DataLoader iterator's own
+``get_state()`` with the sampler's start position and the process count it was taken with. ``restore`` gives
+the state back to Grain (``set_state``) when the process count and batch size are the ones it was saved with,
+and otherwise restarts the sampler at the saved global position, so a checkpoint written by a 2-process run
+resumes in a 1-process run (and back) on the same batches. Either way the batches after a resume are exactly
+those an unbroken run reads.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
+import json
 import numbers
 import os
-import queue
-import threading
-import weakref
+import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -36,6 +55,8 @@ from stylegan_jax.data.synthetic import SyntheticShapes
 
 SOURCES = ("synthetic", "folder", "tfds")
 LAYOUTS = ("NCHW", "NHWC")
+# Grain's index_shuffle takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
 
 # Every field make_dataset understands, with its default. This is also the expected shape of `config.data`.
 DEFAULTS: dict[str, Any] = dict(
@@ -43,9 +64,9 @@ DEFAULTS: dict[str, Any] = dict(
     path=None,  # folder: a directory or a .zip in dataset_tool.py layout
     resolution=64,  # model resolution: images are center-cropped to square and resized (LANCZOS) to this
     channels=3,  # 1, 3 or 4
-    batch_size=32,  # global batch size, over all hosts
+    batch_size=32,  # global batch size, over all processes
     mirror=False,  # official --mirror: add an x-flipped copy of every image (doubles the dataset)
-    seed=0,  # shuffling seed (and the official --max-size subset choice)
+    seed=0,  # shuffling seed, 0 .. 2**32 - 1 (and the official --max-size subset choice)
     shuffle=True,
     use_labels=False,  # conditional training: one-hot class or label vector per image
     max_images=None,  # official --max-size: use a fixed random subset of this many images
@@ -60,10 +81,10 @@ DEFAULTS: dict[str, Any] = dict(
     synthetic_size=10_000,  # number of distinct synthetic images
     synthetic_seed=0,  # content seed of the synthetic images (independent of the shuffling seed)
     # robustness / performance
-    validate="scan",  # folder: scan | full | none (see stylegan_jax.data.folder)
+    validate="scan",  # folder and tfds: scan | full | none (see stylegan_jax.data.folder / tfds_source)
     channel_mode="convert",  # convert | strict: what to do with images whose channel count differs
-    num_workers=None,  # decoding threads per host; None = min(8, cpu count)
-    prefetch=2,  # batches prepared ahead in a background thread (0 = synchronous)
+    num_workers=None,  # Grain reader threads per process; None = min(8, cpu count)
+    prefetch=2,  # batches read ahead by those threads (0 = synchronous reading in the training thread)
 )
 
 
@@ -76,62 +97,20 @@ class Batch(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    name: str
+    name: str  # the source's name (path, tfds:name[split], synthetic_shapes(...))
     num_images: int  # raw images used (after max_images)
     length: int  # examples per epoch: num_images, doubled by mirror
-    resolution: int
-    channels: int
-    c_dim: int
+    resolution: int  # image size (square)
+    channels: int  # image channels
+    c_dim: int  # label dimension (0 = unconditional)
     batch_size: int  # global
-    local_batch_size: int  # this host's slice
-    process_index: int
-    process_count: int
+    local_batch_size: int  # this process's block
+    process_index: int  # this process (Grain shard index)
+    process_count: int  # all processes (Grain shard count)
 
 
 def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
-
-
-class IndexStream:
-    """Endless stream of virtual example indices: one permutation of ``range(length)`` per epoch.
-
-    The permutation sorts the raw 64-bit outputs of ``PCG64(SeedSequence([seed, epoch]))``: NumPy guarantees
-    that bit stream across versions (it does not for ``Generator.permutation``), so a saved position replays
-    the same batches even after a NumPy upgrade.
-    """
-
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, epoch: int = 0, index: int = 0):
-        if length < 1:
-            raise DatasetError("cannot iterate over an empty dataset")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if epoch < 0 or not 0 <= index < length:
-            raise ValueError(f"invalid position epoch={epoch}, index={index} for {length} examples")
-        self.length, self.seed, self.shuffle = int(length), int(seed), bool(shuffle)
-        self.epoch, self.index = int(epoch), int(index)
-        self._cached: tuple[int, np.ndarray] | None = None
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.length, dtype=np.int64)
-        if self._cached is None or self._cached[0] != epoch:
-            keys = np.random.PCG64(np.random.SeedSequence([self.seed, epoch])).random_raw(self.length)
-            self._cached = (epoch, np.argsort(np.asarray(keys, np.uint64), kind="stable").astype(np.int64))
-        return self._cached[1]
-
-    def take(self, n: int) -> np.ndarray:
-        parts = []
-        while n > 0:
-            k = min(n, self.length - self.index)
-            parts.append(self.permutation(self.epoch)[self.index : self.index + k])
-            self.index += k
-            n -= k
-            if self.index == self.length:
-                self.epoch, self.index = self.epoch + 1, 0
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "length": self.length}
 
 
 def _subset(num_raw: int, max_images: int | None, seed: int) -> np.ndarray:
@@ -152,133 +131,219 @@ def to_model_images(images: np.ndarray, layout: str = "NCHW") -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "NCHW" else x
 
 
-class DataIterator:
-    """Synchronous iterator over this host's slice of each global batch, as numpy ``Batch`` es.
+def _check_seed(seed: Any) -> int:
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, 2**32 - 1] (Grain's shuffle seed), got {seed!r}")
+    return int(seed)
 
-    ``state()`` is the position after the last batch returned; ``restore(state)`` moves there.
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grain data source, sampler and transforms
+
+
+class ExampleSource:
+    """Grain random-access data source over the virtual dataset: ``len`` + ``__getitem__``.
+
+    Record ``v`` is raw example ``raw[v % n]`` (``n = len(raw)``), to be x-flipped when ``v >= n`` (only with
+    ``mirror``): ``{"image": uint8 [H, W, C], "label": float32 [c_dim], "flip": bool}``. Decoding happens here,
+    i.e. in Grain's reader threads.
     """
 
     def __init__(
         self,
-        source: ImageSource,
-        batch_size: int,
-        *,
-        mirror: bool = False,
-        shuffle: bool = True,
-        seed: int = 0,
-        max_images: int | None = None,
-        process_index: int = 0,
-        process_count: int = 1,
-        layout: str = "NCHW",
-        num_workers: int | None = None,
-        state: Mapping[str, int] | None = None,
+        source: ImageSource,  # any ImageSource (synthetic, folder/zip, tfds)
+        raw: np.ndarray,  # raw indices used, after max_images
+        mirror: bool = False,  # append x-flipped copies (official --mirror)
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if process_count < 1 or not 0 <= process_index < process_count:
-            raise ValueError(f"invalid process_index={process_index} for process_count={process_count}")
-        if batch_size % process_count:
-            raise ValueError(f"global batch_size {batch_size} is not divisible by process_count {process_count}")
+        self.source = source
+        self.raw = np.asarray(raw, np.int64)
+        self.mirror = bool(mirror)
+        self.num_images = len(self.raw)
+        if self.num_images < 1:
+            raise DatasetError("cannot iterate over an empty dataset")
+
+    def __len__(self) -> int:
+        return self.num_images * (2 if self.mirror else 1)
+
+    def __getitem__(self, record_key: int) -> dict[str, Any]:
+        v = int(record_key)
+        if not 0 <= v < len(self):
+            raise IndexError(f"record {v} out of range for {len(self)} examples")
+        image, label = self.source.load(int(self.raw[v % self.num_images]))
+        return {"image": image, "label": np.asarray(label, np.float32), "flip": v >= self.num_images}
+
+    def __repr__(self) -> str:
+        # Grain checks it against a restored iterator state: independent of where the files are, so a moved
+        # dataset still resumes (the length check guards against a different dataset).
+        return f"ExampleSource(num_images={self.num_images}, mirror={self.mirror})"
+
+
+class GlobalBatchSampler:
+    """Grain sampler: this process's contiguous block of every global batch of an ``IndexSampler`` stream.
+
+    The DataLoader asks for local indices ``0, 1, 2, ...`` (it is given ``NoSharding``: the sharding is here).
+    Local index ``i`` is element ``j = i % L`` of local batch ``s = i // L`` and maps to global stream position
+    ``start + s * B + shard_index * L + j`` (``L = B / shard_count``), whose record key ``base`` gives.
+    """
+
+    def __init__(
+        self,
+        base: grain.samplers.IndexSampler,  # the global order (seeded shuffle, endless epochs)
+        batch_size: int,  # global batch size B
+        shard_options: grain.sharding.ShardOptions,  # this process (shard_index) of shard_count
+        start: int = 0,  # global stream position of local index 0 (where a resumed run restarted)
+        description: str = "",  # the parameters of ``base``, for __repr__ (Grain validates restored states by it)
+    ):
+        count, index = int(shard_options.shard_count), int(shard_options.shard_index)
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"invalid shard_index={index} for shard_count={count}")
+        if batch_size < 1 or batch_size % count:
+            raise ValueError(f"global batch_size {batch_size} must be positive and divisible by process_count {count}")
+        self.base = base
+        self.batch_size = int(batch_size)
+        self.shard_index, self.shard_count = index, count
+        self.local_batch_size = self.batch_size // count
+        self.start = int(start)
+        self._description = description
+
+    def __len__(self) -> int:
+        return sys.maxsize // 2  # endless
+
+    def position(self, index: int) -> int:
+        """Global stream position of local index ``index``."""
+        step, j = divmod(int(index), self.local_batch_size)
+        return self.start + step * self.batch_size + self.shard_index * self.local_batch_size + j
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        meta = self.base[self.position(index)]
+        return grain.RecordMetadata(index=int(index), record_key=meta.record_key, rng=meta.rng)
+
+    def __repr__(self) -> str:
+        # No shard_index: every process consumes the same number of local records, so the state process 0 saved
+        # restores on every process.
+        return (f"GlobalBatchSampler({self._description}, batch_size={self.batch_size}, "
+                f"process_count={self.shard_count}, start={self.start})")
+
+
+class XFlip(grain.transforms.Map):
+    """Mirror the records flagged ``flip`` (the official ``--mirror`` copies) left-right."""
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        if element["flip"]:
+            element = {**element, "image": element["image"][:, ::-1]}
+        return element
+
+
+class ToModelInputs(grain.transforms.Map):
+    """Batched records -> ``Batch(images float32 in [-1, 1] in the model layout, labels float32 [N, c_dim])``."""
+
+    def __init__(self, layout: str = "NCHW"):  # "NCHW" or "NHWC"
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        self.source = source
-        self.batch_size = int(batch_size)
-        self.local_batch_size = self.batch_size // process_count
-        self.process_index, self.process_count = int(process_index), int(process_count)
-        self.mirror = bool(mirror)
         self.layout = layout
-        if state is not None and "seed" in state:
-            seed = int(state["seed"])  # a resumed run keeps its own seed, for the order and the max_images subset
-        self.raw = _subset(len(source), max_images, seed)
-        self.length = len(self.raw) * (2 if self.mirror else 1)
-        self._shuffle = bool(shuffle)
-        self._stream = IndexStream(self.length, seed, shuffle)
-        self._workers = num_workers or _default_workers()
-        self._pool: ThreadPoolExecutor | None = None
-        if state is not None:
-            self.restore(state)
 
-    def state(self) -> dict[str, int]:
-        return self._stream.state()
-
-    def restore(self, state: Mapping[str, int]) -> None:
-        missing = {"epoch", "index", "seed"} - set(state)
-        if missing:
-            raise ValueError(f"data state is missing {sorted(missing)}: {dict(state)}")
-        if "length" in state and int(state["length"]) != self.length:
-            raise DatasetError(
-                f"cannot resume: the saved data position is for {state['length']} examples per epoch, this dataset "
-                f"has {self.length} (dataset, mirror or max_images changed), so the batch order would differ"
-            )
-        self._stream = IndexStream(
-            self.length, int(state["seed"]), self._shuffle, int(state["epoch"]), int(state["index"])
-        )
-
-    def next_indices(self) -> np.ndarray:
-        """Advance by one global batch and return this host's virtual indices."""
-        idx = self._stream.take(self.batch_size)
-        lo = self.process_index * self.local_batch_size
-        return idx[lo : lo + self.local_batch_size]
-
-    def load(self, virtual: np.ndarray) -> Batch:
-        """Numpy batch for virtual indices (``i >= num_images`` means the x-flipped copy of ``i - num_images``)."""
-        n = len(self.raw)
-        if self._pool is None and self._workers > 1:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="data-load")
-        images, labels = self.source.load_batch(self.raw[virtual % n], self._pool)
-        flip = virtual >= n
-        if flip.any():
-            images[flip] = images[flip, :, ::-1, :]
-        return Batch(to_model_images(images, self.layout), labels)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self
-
-    def __next__(self) -> Batch:
-        return self.load(self.next_indices())
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    def map(self, element: dict[str, Any]) -> Batch:
+        return Batch(to_model_images(element["image"], self.layout), np.asarray(element["label"], np.float32))
 
 
-# Prefetch threads still running at interpreter exit would call into JAX while it is being torn down; stop them
-# first (a pipeline that was closed is simply skipped).
-_LIVE: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _halt_all() -> None:
-    for pipeline in list(_LIVE):
-        pipeline._halt()
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline
 
 
 class DataPipeline:
-    """What training consumes: an endless iterator of ``Batch`` es, prefetched in a background thread and
-    placed on devices with ``sharding`` (a ``NamedSharding`` over the mesh's data axis; its spec shards the
-    leading batch dimension). Without a sharding, batches stay numpy.
+    """What training consumes: an endless iterator of ``Batch`` es (this process's block of each global batch),
+    read by a Grain DataLoader and placed on devices with ``sharding`` (a ``NamedSharding`` over the mesh's data
+    axis; its spec shards the leading batch dimension). Without a sharding, batches stay numpy.
 
-    ``state()`` is the position after the last batch *returned to the caller* (batches still waiting in the
-    prefetch buffer are not counted), so it is what a checkpoint should store.
+    ``state()`` is the position after the last batch *returned to the caller* (records Grain's threads read
+    ahead are not counted), so it is what a checkpoint should store.
     """
 
-    def __init__(self, iterator: DataIterator, info: DatasetInfo, sharding: Any = None, prefetch: int = 2):
-        self.iterator = iterator
-        self.source = iterator.source
-        self.info = info
+    def __init__(
+        self,
+        source: ImageSource,  # the decoded-image source
+        batch_size: int,  # global batch size
+        *,
+        shard_options: grain.sharding.ShardOptions,  # this process and the process count
+        mirror: bool = False,  # append x-flipped copies
+        shuffle: bool = True,  # shuffle (a fresh permutation per epoch) or read in index order
+        seed: int = 0,  # shuffling seed (and the max_images subset)
+        max_images: int | None = None,  # fixed random subset (official --max-size)
+        layout: str = "NCHW",  # model image layout
+        num_workers: int | None = None,  # Grain reader threads; None = min(8, cpu count)
+        prefetch: int = 2,  # batches read ahead; 0 = synchronous
+        sharding: Any = None,  # device placement (jax.sharding.Sharding) or None for numpy batches
+        state: Mapping[str, Any] | None = None,  # a saved state() to resume from
+    ):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if state is not None and "seed" in state:
+            seed = state["seed"]  # a resumed run keeps its own seed, for the order and the max_images subset
+        self.source = source
+        self.shard_options = shard_options
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.layout = layout
         self.sharding = sharding
-        self.prefetch = int(prefetch)
-        self._state = iterator.state()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._queue: queue.Queue = queue.Queue()
+        self.max_images = max_images
+        self.mirror = bool(mirror)
+        self._configure(seed)
+        # Checks the shard options and the batch size before anything is read.
+        self._local = GlobalBatchSampler(self._base(), self.batch_size, shard_options).local_batch_size
+        workers = _default_workers() if num_workers is None else int(num_workers)
+        prefetch = int(prefetch)
+        self.read_options = grain.ReadOptions(
+            num_threads=workers if prefetch > 0 else 0,
+            prefetch_buffer_size=max(prefetch, 0) * self._local if workers > 0 else 0,
+        )
+        self.info = DatasetInfo(
+            name=source.name, num_images=len(self.raw), length=self.length, resolution=source.resolution,
+            channels=source.channels, c_dim=source.c_dim, batch_size=self.batch_size,
+            local_batch_size=self._local, process_index=int(shard_options.shard_index),
+            process_count=int(shard_options.shard_count),
+        )
+        self._iterator: Any = None
+        self._start(0)
+        if state is not None:
+            self.restore(state)
+
+    def _configure(self, seed: Any) -> None:
+        """Everything that depends on the seed: the max_images subset, the virtual dataset."""
+        self.seed = _check_seed(seed)
+        self.raw = _subset(len(self.source), self.max_images, self.seed)
+        self.examples = ExampleSource(self.source, self.raw, self.mirror)
+        self.length = len(self.examples)
+
+    # -- Grain objects -------------------------------------------------------------------------------------
+
+    def _base(self) -> grain.samplers.IndexSampler:
+        return grain.samplers.IndexSampler(
+            self.length, grain.sharding.NoSharding(), shuffle=self.shuffle, num_epochs=None,
+            seed=self.seed if self.shuffle else None,
+        )
+
+    def _loader(self, start: int) -> grain.DataLoader:
+        sampler = GlobalBatchSampler(
+            self._base(), self.batch_size, self.shard_options, start=start,
+            description=f"length={self.length}, shuffle={self.shuffle}, seed={self.seed}",
+        )
+        return grain.DataLoader(
+            data_source=self.examples,
+            sampler=sampler,
+            operations=[XFlip(), grain.transforms.Batch(self._local, drop_remainder=True), ToModelInputs(self.layout)],
+            worker_count=0,
+            shard_options=grain.sharding.NoSharding(),  # GlobalBatchSampler holds the sharding
+            read_options=self.read_options,
+        )
+
+    def _start(self, start: int, grain_state: Any = None) -> None:
+        self._iterator = None  # drops the previous DataLoader iterator and its reader threads
+        self._start_pos = int(start)
+        self._steps = 0
         self._failed: BaseException | None = None
+        self._iterator = iter(self._loader(self._start_pos))
+        if grain_state is not None:
+            self._iterator.set_state(json.dumps(grain_state).encode())
 
     # -- device placement ----------------------------------------------------------------------------------
 
@@ -286,49 +351,11 @@ class DataPipeline:
         if self.sharding is None:
             return batch
         if jax.process_count() > 1:
-            # Each process holds only its slice; JAX assembles the global array from all processes' slices.
+            # Each process holds only its block; JAX assembles the global array from all processes' blocks.
             put = lambda x: jax.make_array_from_process_local_data(self.sharding, x)
         else:
             put = lambda x: jax.device_put(x, self.sharding)
         return Batch(put(batch.images), put(batch.labels))
-
-    # -- background prefetch -------------------------------------------------------------------------------
-
-    def _produce(self, stop: threading.Event, q: queue.Queue) -> None:
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.05)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            while not stop.is_set():
-                batch = self.iterator.load(self.iterator.next_indices())
-                if not put((self._place(batch), self.iterator.state())):
-                    return
-        except BaseException as e:  # handed to the consumer, which re-raises it in the training thread
-            put(_Failure(e))
-
-    def _start(self) -> None:
-        self._stop = threading.Event()
-        self._queue = queue.Queue(maxsize=self.prefetch)
-        self._thread = threading.Thread(
-            target=self._produce, args=(self._stop, self._queue), name="data-prefetch", daemon=True
-        )
-        self._thread.start()
-        _LIVE.add(self)
-
-    def _halt(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        self._queue = queue.Queue()
-        _LIVE.discard(self)
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -338,30 +365,64 @@ class DataPipeline:
     def __next__(self) -> Batch:
         if self._failed is not None:
             raise self._failed
-        if self.prefetch <= 0:
-            batch = self._place(next(self.iterator))
-            self._state = self.iterator.state()
-            return batch
-        if self._thread is None:
-            self._start()
-        item = self._queue.get()
-        if isinstance(item, _Failure):
-            self._halt()
-            self._failed = item.error
-            raise item.error
-        batch, self._state = item
-        return batch
+        try:
+            batch = next(self._iterator)
+        except BaseException as e:  # a bad file, a corrupt record: keep failing instead of hanging or skipping
+            self._failed = e
+            raise
+        self._steps += 1
+        return self._place(batch)
 
-    def state(self) -> dict[str, int]:
-        """JSON-serialisable position ``{epoch, index, seed, length}`` after the last returned batch."""
-        return dict(self._state)
+    @property
+    def position(self) -> int:
+        """Global stream position after the last returned batch (examples consumed by all processes)."""
+        return self._start_pos + self._steps * self.batch_size
 
-    def restore(self, state: Mapping[str, int]) -> None:
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable position after the last returned batch (see the module docstring)."""
+        epoch, index = divmod(self.position, self.length)
+        return {
+            "epoch": int(epoch), "index": int(index), "seed": self.seed, "length": self.length,
+            "batch_size": self.batch_size,
+            "grain": {
+                "start": self._start_pos,
+                "process_count": int(self.shard_options.shard_count),
+                "iterator": json.loads(self._iterator.get_state().decode()),
+            },
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from a saved ``state()``; the next batch is the one an unbroken run would have produced."""
-        self._halt()
-        self.iterator.restore(state)
-        self._state = self.iterator.state()
-        self._failed = None
+        missing = {"epoch", "index", "seed"} - set(state)
+        if missing:
+            raise ValueError(f"data state is missing {sorted(missing)}: {dict(state)}")
+        if _check_seed(state["seed"]) != self.seed:
+            self._configure(state["seed"])  # the saved seed wins (order and max_images subset)
+            self.info = dataclasses.replace(self.info, num_images=len(self.raw), length=self.length)
+        if "length" in state and int(state["length"]) != self.length:
+            raise DatasetError(
+                f"cannot resume: the saved data position is for {state['length']} examples per epoch, this dataset "
+                f"has {self.length} (dataset, mirror or max_images changed), so the batch order would differ"
+            )
+        position = int(state["epoch"]) * self.length + int(state["index"])
+        saved = state.get("grain")
+        if saved is None:
+            warnings.warn(
+                "this data state was saved by the pre-Grain input pipeline: training resumes at the same position "
+                "(epoch/index) but the example order from here on is Grain's, not the one the run started with",
+                stacklevel=2,
+            )
+        if (saved is not None and int(saved["process_count"]) == self.info.process_count
+                and int(state.get("batch_size", -1)) == self.batch_size):
+            # Grain's own iterator state, on a loader rebuilt exactly as it was.
+            self._start(int(saved["start"]), saved["iterator"])
+            self._steps = (position - self._start_pos) // self.batch_size
+            if self.position != position:
+                raise DatasetError(f"inconsistent data state: Grain's start {saved['start']} and position {position} "
+                                   f"do not differ by whole batches of {self.batch_size}")
+        else:
+            # Another process count or batch size: the same global stream, restarted at the saved position.
+            self._start(position)
 
     def sample_labels(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """Labels ``float32 [n, c_dim]`` of random dataset examples: the conditioning for generated images
@@ -369,12 +430,12 @@ class DataPipeline:
         if self.info.c_dim == 0:
             return np.zeros((n, 0), np.float32)
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        raw = self.iterator.raw[rng.integers(0, len(self.iterator.raw), size=n)]
+        raw = self.raw[rng.integers(0, len(self.raw), size=n)]
         return np.stack([self.source.label(int(i)) for i in raw]).astype(np.float32)
 
     def close(self) -> None:
-        self._halt()
-        self.iterator.close()
+        """Stop reading and release the source's files."""
+        self._iterator = None  # Grain closes its reader threads when its iterator goes away
         self.source.close()
 
     def __enter__(self) -> DataPipeline:
@@ -463,6 +524,7 @@ def make_source(config: Any = None, **overrides: Any) -> ImageSource:
         label_key=cfg["label_key"],
         use_labels=cfg["use_labels"],
         channel_mode=cfg["channel_mode"],
+        validate=cfg["validate"],
     )
 
 
@@ -480,7 +542,8 @@ def make_dataset(
     config: Any = None,
     *,
     sharding: Any = None,
-    state: Mapping[str, int] | None = None,
+    state: Mapping[str, Any] | None = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
     **overrides: Any,
@@ -491,16 +554,29 @@ def make_dataset(
     Args:
       sharding: e.g. ``NamedSharding(mesh, P("data"))``; batches are placed with it. None keeps numpy batches.
       state: a saved ``pipeline.state()`` to resume from.
-      process_index, process_count: this host's place (default ``jax.process_index()`` / ``jax.process_count()``).
+      shard_options: this process's place as Grain ``ShardOptions(shard_index, shard_count)``; default
+        ``grain.sharding.ShardByJaxProcess()`` (``jax.process_index()`` of ``jax.process_count()``).
+      process_index, process_count: the same as two ints (``ShardOptions(process_index, process_count)``).
 
     Configuration mistakes and bad data raise here, before any training step.
     """
     cfg = resolve_config(config, **overrides)
-    pi = jax.process_index() if process_index is None else int(process_index)
-    pc = jax.process_count() if process_count is None else int(process_count)
+    if shard_options is not None and (process_index is not None or process_count is not None):
+        raise ValueError("give either shard_options or process_index/process_count, not both")
+    if shard_options is None:
+        if process_index is None and process_count is None:
+            shard_options = grain.sharding.ShardByJaxProcess()
+        else:
+            pi = jax.process_index() if process_index is None else int(process_index)
+            pc = jax.process_count() if process_count is None else int(process_count)
+            if pc < 1 or not 0 <= pi < pc:
+                raise ValueError(f"invalid process_index={pi} for process_count={pc}")
+            shard_options = grain.sharding.ShardOptions(pi, pc)
+    pc = int(shard_options.shard_count)
     batch_size = int(cfg["batch_size"])
-    if batch_size < 1 or batch_size % pc:
+    if batch_size % pc:
         raise ValueError(f"global batch_size {batch_size} must be positive and divisible by process_count {pc}")
+    _check_seed(cfg["seed"])
     local = batch_size // pc
     res, ch = int(cfg["resolution"]), int(cfg["channels"])
     if sharding is not None:
@@ -511,35 +587,23 @@ def make_dataset(
 
     source = make_source(cfg)
     try:
-        iterator = DataIterator(
+        return DataPipeline(
             source,
             batch_size,
+            shard_options=shard_options,
             mirror=cfg["mirror"],
             shuffle=cfg["shuffle"],
             seed=cfg["seed"],
             max_images=cfg["max_images"],
-            process_index=pi,
-            process_count=pc,
             layout=cfg["layout"],
             num_workers=cfg["num_workers"],
+            prefetch=cfg["prefetch"],
+            sharding=sharding,
             state=state,
         )
     except BaseException:
         source.close()
         raise
-    info = DatasetInfo(
-        name=source.name,
-        num_images=len(iterator.raw),
-        length=iterator.length,
-        resolution=res,
-        channels=ch,
-        c_dim=source.c_dim,
-        batch_size=batch_size,
-        local_batch_size=local,
-        process_index=pi,
-        process_count=pc,
-    )
-    return DataPipeline(iterator, info, sharding=sharding, prefetch=cfg["prefetch"])
 
 
 def ordered_batches(
