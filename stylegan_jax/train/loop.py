@@ -1,18 +1,48 @@
 """The training loop: config -> networks, data, sharded steps, logs, grids, checkpoints, resume.
 
-Exact resume: every source of randomness is a pure function of (seed, step) or is saved in the
-checkpoint (the data position, the train state with its RNG key), and checkpoints are written at
-step boundaries. A run killed at any point and restarted on the same workdir therefore continues
-with the same batches and the same random draws as an unbroken run, and ends with bitwise the same
-parameters on the same machine.
+:func:`train` reads top to bottom as its named steps: :func:`setup` (distributed runtime, mesh, data,
+networks, state, compiled programs), :func:`restore` (the latest checkpoint and the data position), then per
+iteration :func:`train_one_step`, and at their intervals :func:`log_tick`, :func:`save_grids`,
+:func:`run_evaluations` and :func:`save_checkpoint`. All the run's objects live in one :class:`Run`.
+
+Where to add things:
+
+- **A periodic evaluation** (a metric every N kimg): append an :class:`Evaluation` in :func:`evaluations_for`.
+  Its function runs on *every* process (it may use collectives: the state is a global array) and returns
+  ``{name: value}``; the loop writes the values to ``metrics.jsonl`` / TensorBoard and a line on process 0.
+- **A field of the tick line**: any scalar the step returns in its metrics is averaged over the tick and
+  logged; add ``(key, label, format)`` to :data:`TICK_LINE_FIELDS` to also show it on the printed line (fields
+  absent from the metrics are skipped).
+- **A grid**: :func:`save_grids` computes images on every process and writes them on process 0.
+
+Non-finite steps. The step never applies a non-finite update (``metrics['finite']`` is False and the state is
+left as it was), so reading the flag back every step (a host sync per step) is not needed for correctness:
+the flags of the pending steps are read at each tick and before each checkpoint (:func:`check_finite`), and
+:class:`TrainingDiverged` names the first non-finite step. A checkpoint is never written after a non-finite
+step.
+
+Several processes (``jax.distributed``, see :mod:`stylegan_jax.train.distributed`): every process runs the same
+programs and collectives in the same order. Grids and evaluations are computed by all processes; only process
+0 writes files (``config.json``, ``metrics.jsonl``, TensorBoard, PNGs) and prints tick lines. Checkpoints are
+saved by all processes together (orbax is collective; process 0 writes the replicated state). Programs are
+compiled ahead of time and the processes meet at a barrier before the first collective, so hosts that compile
+at different speeds do not time out.
+
+Exact resume: every source of randomness is a pure function of (seed, step) or is saved in the checkpoint (the
+data position, the train state with its RNG key), and checkpoints are written at step boundaries. A run killed
+at any point and restarted on the same workdir therefore continues with the same batches and the same random
+draws as an unbroken run, and ends with bitwise the same parameters on the same machine. The data position
+counts global examples, so a checkpoint resumes with any number of processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +53,22 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint, save_checkpoint
+from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint
+from stylegan_jax.checkpoint import save_checkpoint as _write_checkpoint
 from stylegan_jax.models import build_generator, generator_config
+from stylegan_jax.train import distributed
 
 # TrainState fields newer than the first checkpoint format; a checkpoint without them resumes with their initial
 # values (they only matter for path-length regularization, which older runs did not use).
 ADDED_STATE_FIELDS = ("g_reg_steps", "pl_mean", "last_pl_penalty")
+
+# Fields of the printed tick line after kimg / step / timing: (metrics key, label, format). Absent keys are skipped.
+TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
+    ("Loss/G", "G", "7.4f"),
+    ("Loss/D", "D", "7.4f"),
+    ("Loss/r1", "R1", "8.4f"),
+    ("Loss/pl_penalty", "PL", "8.4f"),
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +104,14 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     return G, D
 
 
+def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
+    m = config.model
+    return {"class": "stylegan2.Discriminator", "kwargs": {
+        "c_dim": c_dim, "img_resolution": config.data.resolution, "img_channels": config.data.channels,
+        "channel_base": m.d_channel_base, "channel_max": m.d_channel_max, "conv_clamp": m.conv_clamp,
+        "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels}}
+
+
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
     """Save a grid of generator outputs (NCHW, [-1, 1]) as PNG, atomically (write, then rename)."""
     from stylegan_jax.apis.postprocessing import denormalize
@@ -74,13 +122,37 @@ def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
     tmp.replace(path)
 
 
-class _Logger:
-    """JSON lines + TensorBoard event files in the workdir (TensorBoard only on process 0)."""
+def global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array with ``sharding`` from a host array that every process holds identically (each process
+    places only its own shards, so this works across processes without a collective)."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-    def __init__(self, workdir: Path, enabled: bool):
-        self.enabled = enabled
+
+def host_value(x: Any) -> Any:
+    """A replicated (global) array, or a pytree of them, as numpy: this process's copy, no collective."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(a.addressable_data(0))
+        return np.asarray(a)
+
+    return jax.tree.map(one, x)
+
+
+class _Logger:
+    """Tick lines on stdout (flushed at once, so a redirected stdout shows them as they happen) and, on process
+    0 only, JSON lines + TensorBoard event files in the workdir. With several processes only process 0 prints
+    tick lines; every other message is prefixed by ``[process i/n]``."""
+
+    def __init__(self, workdir: Path, enabled: bool, log: Callable[[str], Any] = print):
+        self.enabled = enabled  # process 0: write files and tick lines
+        self.log = log  # where lines go (print by default)
+        self.prefix = distributed.log_prefix()
         self.jsonl = open(workdir / "metrics.jsonl", "a") if enabled else None
         self.tb = None
+        self.progress = None
         if enabled:
             try:
                 from tensorboardX import SummaryWriter
@@ -88,6 +160,18 @@ class _Logger:
                 self.tb = SummaryWriter(str(workdir / "tensorboard"))
             except ImportError:  # optional dependency
                 self.tb = None
+
+    def line(self, text: str, all_processes: bool = False) -> None:
+        """Print ``text`` (process 0 only unless ``all_processes``), flushed at once."""
+        if not (self.enabled or all_processes):
+            return
+        text = self.prefix + text
+        if self.progress is not None:
+            self.progress.write(text)
+        else:
+            self.log(text)
+        if self.log is print:
+            sys.stdout.flush()
 
     def write(self, step: int, kimg: float, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -100,170 +184,331 @@ class _Logger:
             self.tb.flush()
 
     def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
         if self.jsonl:
             self.jsonl.close()
         if self.tb:
             self.tb.close()
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool = True,
-          stop_after_steps: int | None = None, log=print) -> dict[str, Any]:
-    """Train until ``config.train.total_kimg`` (or ``stop_after_steps`` more steps, for tests and
-    benchmarks). Returns a summary dict. Raises :class:`TrainingDiverged` on a non-finite step."""
+@dataclasses.dataclass
+class Evaluation:
+    """A periodic evaluation of the run (a metric every ``every_steps`` steps and at the end).
+
+    ``fn(run, step)`` runs on every process and returns ``{name: value}``; ``describe(values)`` gives the text
+    printed on process 0 (None: print nothing)."""
+
+    name: str  # shown in errors and barrier names
+    every_steps: int  # run when step % every_steps == 0 and at the last step; 0 = never
+    fn: Callable[[Run, int], dict[str, float]]  # the evaluation itself
+    describe: Callable[[dict[str, float]], str] | None = None  # the printed line
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds; built by :func:`setup`."""
+
+    config: ml_collections.ConfigDict  # resolved config (official sentinels filled in)
+    workdir: Path  # run directory
+    mesh: jax.sharding.Mesh  # every device of every process, axis 'data'
+    data: Any  # the input pipeline (this process's slice of every global batch)
+    G: Any  # generator module
+    D: Any  # discriminator module
+    state: Any  # the train state, replicated on the mesh
+    step_fn: Any  # the compiled step (train.step.TrainStep)
+    logger: _Logger  # lines, metrics.jsonl, TensorBoard
+    manager: Any  # orbax checkpoint manager (on every process: saving is collective)
+    model_meta: dict  # networks' description saved with every checkpoint
+    is_main: bool  # process 0
+    grid_fn: Any = None  # compiled G_ema grid program
+    grid_inputs: tuple = ()  # (z, c) of the grid, global arrays
+    evaluations: list[Evaluation] = dataclasses.field(default_factory=list)
+    step: int = 0  # iterations done
+    start_step: int = 0  # iteration this invocation started at
+    end_step: int = 0  # iteration this invocation stops at
+    pending: list[tuple[int, dict]] = dataclasses.field(default_factory=list)  # (step, metrics) since the tick
+    checked: int = 0  # entries of ``pending`` whose finite flag was read
+    tick_start: float = 0.0  # perf_counter at the start of the tick
+    tick_start_step: int = 0  # step at the start of the tick
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.train.batch_size
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    def kimg(self, step: int | None = None) -> float:
+        return (self.step if step is None else step) * self.batch_size / 1000
+
+    def every(self, kimg: float) -> int:
+        """An interval in kimg as a number of steps (at least 1)."""
+        return max(1, round(kimg * 1000 / self.batch_size))
+
+    def due(self, every_steps: int) -> bool:
+        """Whether the step just done is on an interval of ``every_steps`` (or the last one)."""
+        return bool(every_steps) and (self.step % every_steps == 0 or self.step == self.end_step)
+
+    def saved_steps(self) -> list[int]:
+        d = self.ckpt_dir
+        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+    def last_checkpoint_note(self) -> str:
+        last = self.saved_steps()
+        return f"; last checkpoint: {self.ckpt_dir / str(last[-1]) if last else 'none yet'}"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Set up.
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[[str], Any] = print) -> Run:
+    """Distributed runtime, workdir, mesh, data, networks, a fresh state, the step and the checkpoint manager."""
     from stylegan_jax.data import make_dataset
     from stylegan_jax.train.state import create_train_state
-    from stylegan_jax.train.step import make_mesh, make_train_step, maybe_initialize_distributed
+    from stylegan_jax.train.step import make_mesh, make_train_step
 
-    maybe_initialize_distributed()
+    distributed.maybe_initialize_distributed()
     config = _resolved(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     (workdir / "images").mkdir(exist_ok=True)
-    if is_main:
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
 
     mesh = make_mesh()
     batch_size = config.train.batch_size
     if batch_size % mesh.size:
         raise ValueError(f"batch_size {batch_size} must be divisible by the number of devices ({mesh.size})")
-    data_sharding = NamedSharding(mesh, P("data"))
-
-    ckpt_dir = workdir / "checkpoints"
     data_cfg = {**config.data.to_dict(), "batch_size": batch_size, "seed": config.train.seed}
-    data = make_dataset(data_cfg, sharding=data_sharding)
+    data = make_dataset(data_cfg, sharding=NamedSharding(mesh, P("data")))
     G, D = build_networks(config, data.info.c_dim)
-    is_stylegan2 = config.model.cfg == "stylegan2"
-    if is_stylegan2 and config.log.metrics_kimg > 0 and str(config.log.metrics).strip():
+    if config.model.cfg == "stylegan2" and config.log.metrics_kimg > 0 and str(config.log.metrics).strip():
+        data.close()
         raise ValueError(f"log.metrics={config.log.metrics!r}: the equivariance metrics need a StyleGAN3 generator "
                          "(an input transform); set --config.log.metrics_kimg=0 for model.cfg='stylegan2'")
-    state = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed), mesh=mesh)
-
-    start_step = 0
-    if resume and ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-        # States saved before path-length regularization existed lack its fields: they start fresh (zeros).
-        meta, state = load_checkpoint(ckpt_dir, target=state, fill_missing=ADDED_STATE_FIELDS)
-        data.restore(meta["data_state"])
-        start_step = int(meta["step"])
-        log(f"resumed from {ckpt_dir}/{start_step} at {meta['kimg']:.3f} kimg")
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-
-    step_fn = make_train_step(G, D, config, mesh)
-    manager = checkpoint_manager(ckpt_dir, keep=config.log.keep_checkpoints) if is_main else None
-    logger = _Logger(workdir, is_main)
-    model_meta = {"generator": generator_config(G),
-                  "discriminator": {"class": "stylegan2.Discriminator", "kwargs": {
-                      "c_dim": data.info.c_dim, "img_resolution": config.data.resolution,
-                      "img_channels": config.data.channels, "channel_base": config.model.d_channel_base,
-                      "channel_max": config.model.d_channel_max, "conv_clamp": config.model.conv_clamp,
-                      "mbstd_group_size": config.model.mbstd_group_size,
-                      "mbstd_num_channels": config.model.mbstd_num_channels}},
+    if is_main:
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    replicated = NamedSharding(mesh, P())
+    state = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed))
+    state = jax.tree.map(lambda x: global_array(np.asarray(x), replicated), state)
+    model_meta = {"generator": generator_config(G), "discriminator": _discriminator_meta(config, data.info.c_dim),
                   "config": config.to_dict()}
+    run = Run(config=config, workdir=workdir, mesh=mesh, data=data, G=G, D=D, state=state,
+              step_fn=make_train_step(G, D, config, mesh), logger=_Logger(workdir, is_main, log),
+              manager=checkpoint_manager(workdir / "checkpoints", keep=config.log.keep_checkpoints),
+              model_meta=model_meta, is_main=is_main)
+    run.evaluations = evaluations_for(run)
+    return run
 
-    # Fixed grid latents (official convention: a fixed seed, here the config seed).
-    grid_n = config.log.grid_size**2
-    grid_z = jnp.asarray(np.random.RandomState(config.train.seed).randn(grid_n, G.z_dim), jnp.float32)
-    grid_c = jnp.asarray(data.sample_labels(grid_n, config.train.seed)) if data.info.c_dim else None
-    # Generators with noise inputs (StyleGAN2) show the grid with their fixed noise_const images, so that grids
-    # of successive snapshots differ only by training (the official gen_images.py default, noise_mode='const').
-    grid_kwargs = {"noise_mode": "const"} if is_stylegan2 else {}
-    grid_fn = jax.jit(lambda v, z, c: G.apply(v, z, c, config.log.grid_psi, **grid_kwargs))
 
-    def save_grid(kimg: float, tag: str) -> None:
-        if not is_main:
-            return
-        g_ema = state_g_ema(state)
-        imgs = jax.device_get(grid_fn(g_ema, grid_z, grid_c))
-        _grid_png(imgs, workdir / "images" / f"fakes_{tag}.png", config.log.grid_size)
+def evaluations_for(run: Run) -> list[Evaluation]:
+    """The periodic evaluations the config asks for (``log.metrics_kimg``: equivariance of G_ema)."""
+    c = run.config
+    out = []
+    names = [m.strip() for m in str(c.log.metrics).split(",") if m.strip()]
+    if c.log.metrics_kimg > 0 and names:
+        out.append(Evaluation("equivariance", round(c.log.metrics_kimg * 1000 / run.batch_size),
+                              _equivariance_fn(names),
+                              lambda v: "metrics " + "  ".join(f"{k.split('/')[-1]} {x:.2f} dB" for k, x in v.items())))
+    return out
 
-    def save(step: int, kimg: float) -> None:
-        if not is_main:
-            return
-        save_checkpoint(ckpt_dir, step, state, {**model_meta, "kimg": kimg, "data_state": data.state()},
-                        manager=manager)
 
-    total_steps = math.ceil(config.train.total_kimg * 1000 / batch_size)
-    end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
-    kimg_of = lambda s: s * batch_size / 1000
-    if start_step == 0:
-        save_grid(0.0, "init")
-
-    metric_names = [m.strip() for m in str(config.log.metrics).split(",") if m.strip()]
-    metric_steps = round(config.log.metrics_kimg * 1000 / batch_size) if config.log.metrics_kimg > 0 else 0
+def _equivariance_fn(names: list[str]) -> Callable[[Run, int], dict[str, float]]:
     evaluator = None
 
-    def evaluate_metrics(step: int) -> None:
-        # Equivariance of G_ema, sharded over the same mesh; logged like the training metrics.
+    def evaluate(run: Run, step: int) -> dict[str, float]:
+        # Equivariance of G_ema, sharded over the same mesh.
         nonlocal evaluator
         from stylegan_jax.metrics.equivariance import EquivarianceEvaluator
 
+        mesh, c = run.mesh, run.config
         if evaluator is None:
-            evaluator = EquivarianceEvaluator(G, metric_names, mesh=mesh if mesh.size > 1 else None)
-        eval_batch = max(mesh.size, min(16, config.log.metrics_num))
-        eval_batch -= eval_batch % mesh.size
-        results = evaluator(state_g_ema(state), config.log.metrics_num, seed=config.train.seed, batch_size=eval_batch)
-        values = {f"Metrics/{k}": float(v) for k, v in results.items()}
-        logger.write(step, kimg_of(step), values)
-        if is_main:
-            log("metrics " + "  ".join(f"{k} {v:.2f} dB" for k, v in results.items()))
+            evaluator = EquivarianceEvaluator(run.G, names, mesh=mesh if mesh.size > 1 else None)
+        batch = max(mesh.size, min(16, c.log.metrics_num))
+        batch -= batch % mesh.size
+        results = evaluator(run.state.G_ema, c.log.metrics_num, seed=c.train.seed, batch_size=batch)
+        return {f"Metrics/{k}": float(v) for k, v in results.items()}
 
-    tick_steps = max(1, round(config.log.tick_kimg * 1000 / batch_size))
-    image_steps = max(1, round(config.log.image_kimg * 1000 / batch_size))
-    ckpt_steps = max(1, round(config.log.checkpoint_kimg * 1000 / batch_size))
-    progress = None
-    if is_main and config.log.progress_bar and sys.stderr.isatty():
+    return evaluate
+
+
+def compile_programs(run: Run) -> None:
+    """Compile the step variants and the grid program ahead of time, then meet the other processes: the first
+    collective must not start while a slower host is still compiling (gloo waits only 30 s for a peer)."""
+    c = run.config
+    grid_n = c.log.grid_size**2
+    z = np.random.RandomState(c.train.seed).randn(grid_n, run.G.z_dim).astype(np.float32)
+    labels = run.data.sample_labels(grid_n, c.train.seed) if run.data.info.c_dim else None
+    split = grid_n % run.mesh.size == 0
+    in_sharding = NamedSharding(run.mesh, P("data") if split else P())
+    replicated = NamedSharding(run.mesh, P())
+    run.grid_inputs = (global_array(z, in_sharding), None if labels is None else global_array(labels, in_sharding))
+    # Generators with noise inputs (StyleGAN2) show the grid with their fixed noise_const images, so that grids
+    # of successive snapshots differ only by training (the official gen_images.py default, noise_mode='const').
+    kwargs = {"noise_mode": "const"} if c.model.cfg == "stylegan2" else {}
+    grid = jax.jit(lambda v, z, c_: run.G.apply(v, z, c_, c.log.grid_psi, **kwargs),
+                   in_shardings=(replicated, in_sharding, None if labels is None else in_sharding),
+                   out_shardings=replicated)
+    run.grid_fn = grid.lower(run.state.G_ema, *run.grid_inputs).compile()
+    run.step_fn.precompile(run.state, next_batch_spec(run), run.start_step, run.end_step)
+    distributed.sync("compiled")
+    run.tick_start, run.tick_start_step = time.perf_counter(), run.step  # the first tick's timing without compiles
+
+
+def next_batch_spec(run: Run) -> Any:
+    """The shapes and shardings of a global batch (for compiling before the first batch is read)."""
+    from stylegan_jax.train.step import data_sharding
+
+    info, c = run.data.info, run.config
+    sharding = data_sharding(run.mesh)
+    n = run.batch_size
+    return {"real": jax.ShapeDtypeStruct((n, c.data.channels, c.data.resolution, c.data.resolution), jnp.float32,
+                                         sharding=sharding),
+            "c": jax.ShapeDtypeStruct((n, info.c_dim), jnp.float32, sharding=sharding)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Restore.
+
+
+def restore(run: Run, resume: bool) -> None:
+    """Continue from the latest checkpoint in the workdir (state, data position), if any and ``resume``."""
+    if resume and run.saved_steps():
+        # States saved before path-length regularization existed lack its fields: they start fresh (zeros).
+        meta, state = load_checkpoint(run.ckpt_dir, target=run.state, fill_missing=ADDED_STATE_FIELDS)
+        run.state = state
+        run.data.restore(meta["data_state"])
+        run.step = run.start_step = int(meta["step"])
+        run.logger.line(f"resumed from {run.ckpt_dir}/{run.step} at {meta['kimg']:.3f} kimg")
+
+
+def plan(run: Run, stop_after_steps: int | None) -> None:
+    """The last step of this invocation: ``train.total_kimg``, or ``stop_after_steps`` more."""
+    total = math.ceil(run.config.train.total_kimg * 1000 / run.batch_size)
+    run.end_step = total if stop_after_steps is None else min(total, run.start_step + stop_after_steps)
+    if run.is_main and run.config.log.progress_bar and sys.stderr.isatty():
         from tqdm import tqdm
 
-        progress = tqdm(total=end_step, initial=start_step, unit="step", dynamic_ncols=True)
+        run.logger.progress = tqdm(total=run.end_step, initial=run.start_step, unit="step", dynamic_ncols=True)
 
-    tick_metrics: list[dict] = []
-    tick_start = time.perf_counter()
-    tick_start_step = start_step
-    step = start_step
-    try:
-        while step < end_step:
-            batch = next(data)
-            state, metrics = step_fn(state, batch, step)
-            step += 1
-            tick_metrics.append(metrics)
-            if progress:
-                progress.update(1)
-            if not bool(metrics["finite"]):
-                last = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
-                raise TrainingDiverged(
-                    f"non-finite loss or gradient at step {step} ({kimg_of(step):.3f} kimg); the update was not "
-                    f"applied. Last good checkpoint: {ckpt_dir / str(last[-1]) if last else 'none yet'}")
-            if step % tick_steps == 0 or step == end_step:
-                host = jax.device_get(tick_metrics)
-                dt = time.perf_counter() - tick_start
-                n_img = (step - tick_start_step) * batch_size
-                values = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
-                values.update({"Timing/sec_per_kimg": dt / max(n_img, 1) * 1000, "Timing/img_per_s": n_img / dt})
-                logger.write(step, kimg_of(step), values)
-                line = (f"kimg {kimg_of(step):8.3f}  step {step:6d}  s/kimg {values['Timing/sec_per_kimg']:8.2f}  "
-                        f"img/s {values['Timing/img_per_s']:7.1f}  G {values.get('Loss/G', float('nan')):7.4f}  "
-                        f"D {values.get('Loss/D', float('nan')):7.4f}  R1 {values.get('Loss/r1', float('nan')):8.4f}")
-                if "Loss/pl_penalty" in values:
-                    line += f"  PL {values['Loss/pl_penalty']:8.4f}"
-                if progress:
-                    progress.write(line)
-                elif is_main:
-                    log(line)
-                tick_metrics, tick_start, tick_start_step = [], time.perf_counter(), step
-            if step % image_steps == 0 or step == end_step:
-                save_grid(kimg_of(step), f"{int(round(kimg_of(step) * 1000)):08d}")
-            if step % ckpt_steps == 0 or step == end_step:
-                save(step, kimg_of(step))
-            if metric_steps and (step % metric_steps == 0 or step == end_step):
-                evaluate_metrics(step)
-    finally:
-        if progress:
-            progress.close()
-        logger.close()
-        data.close()
-        if manager is not None:
-            manager.close()
-    return {"step": step, "kimg": kimg_of(step), "workdir": str(workdir), "state": state}
+
+# ------------------------------------------------------------------------------------------------------------
+# Step, log, sample, evaluate, checkpoint.
+
+
+def train_one_step(run: Run) -> None:
+    """One iteration on the next global batch; its metrics stay on the device until the tick."""
+    batch = next(run.data)
+    run.state, metrics = run.step_fn(run.state, batch, run.step)
+    run.step += 1
+    run.pending.append((run.step, metrics))
+    if run.logger.progress is not None:
+        run.logger.progress.update(1)
+
+
+def check_finite(run: Run) -> None:
+    """Read the finite flags of the steps not checked yet; raise :class:`TrainingDiverged` naming the first
+    non-finite one. (The step did not apply it; the state is the last good one.)"""
+    unchecked = run.pending[run.checked:]
+    if not unchecked:
+        return
+    flags = host_value([m["finite"] for _, m in unchecked])
+    run.checked = len(run.pending)
+    for (step, _), ok in zip(unchecked, flags, strict=True):
+        if not bool(ok):
+            last = run.saved_steps()
+            raise TrainingDiverged(
+                f"non-finite loss or gradient at step {step} ({run.kimg(step):.3f} kimg); the update was not "
+                f"applied. Last good checkpoint: {run.ckpt_dir / str(last[-1]) if last else 'none yet'}")
+
+
+def log_tick(run: Run) -> None:
+    """Means of the tick's metrics to metrics.jsonl / TensorBoard, and one line on stdout (process 0)."""
+    check_finite(run)
+    host = host_value([m for _, m in run.pending])
+    dt = time.perf_counter() - run.tick_start
+    n_img = (run.step - run.tick_start_step) * run.batch_size
+    values = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+    values.update({"Timing/sec_per_kimg": dt / max(n_img, 1) * 1000, "Timing/img_per_s": n_img / dt})
+    run.logger.write(run.step, run.kimg(), values)
+    line = (f"kimg {run.kimg():8.3f}  step {run.step:6d}  s/kimg {values['Timing/sec_per_kimg']:8.2f}  "
+            f"img/s {values['Timing/img_per_s']:7.1f}")
+    for key, label, fmt in TICK_LINE_FIELDS:
+        if key in values:
+            line += f"  {label} {values[key]:{fmt}}"
+    run.logger.line(line)
+    run.pending, run.checked = [], 0
+    run.tick_start, run.tick_start_step = time.perf_counter(), run.step
+
+
+def save_grids(run: Run, tag: str | None = None) -> None:
+    """The fixed-latent G_ema grid: computed by every process (a collective program), written by process 0."""
+    images = host_value(run.grid_fn(run.state.G_ema, *run.grid_inputs))
+    if run.is_main:
+        tag = tag or f"{int(round(run.kimg() * 1000)):08d}"
+        _grid_png(images, run.workdir / "images" / f"fakes_{tag}.png", run.config.log.grid_size)
+    distributed.sync("grid written")
+
+
+def run_evaluations(run: Run, final: bool = False) -> None:
+    """The periodic evaluations due at this step (all processes compute, process 0 logs)."""
+    for ev in run.evaluations:
+        if run.due(ev.every_steps):
+            values = ev.fn(run, run.step)
+            run.logger.write(run.step, run.kimg(), values)
+            if ev.describe is not None:
+                run.logger.line(ev.describe(values))
+            distributed.sync(f"{ev.name} logged")
+
+
+def save_checkpoint(run: Run) -> None:
+    """Checkpoint at this step (every process takes part; orbax writes the replicated state once). Never after a
+    non-finite step: the pending finite flags are checked first."""
+    check_finite(run)
+    meta = {**run.model_meta, "kimg": run.kimg(), "data_state": run.data.state(),
+            "processes": jax.process_count(), "devices": run.mesh.size}
+    _write_checkpoint(run.ckpt_dir, run.step, run.state, meta, manager=run.manager)
+
+
+def close(run: Run) -> None:
+    run.logger.close()
+    run.data.close()
+    run.manager.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool = True,
+          stop_after_steps: int | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Train until ``config.train.total_kimg`` (or ``stop_after_steps`` more steps, for tests and
+    benchmarks). Returns a summary dict. Raises :class:`TrainingDiverged` on a non-finite step."""
+    run = setup(config, workdir, log)
+    with distributed.Watchdog(on_lost=run.last_checkpoint_note):
+        try:
+            restore(run, resume)
+            plan(run, stop_after_steps)
+            compile_programs(run)
+            if run.step == 0:
+                save_grids(run, "init")
+            tick, images, ckpt = (run.every(run.config.log.tick_kimg), run.every(run.config.log.image_kimg),
+                                  run.every(run.config.log.checkpoint_kimg))
+            while run.step < run.end_step:
+                train_one_step(run)
+                if run.due(tick):
+                    log_tick(run)
+                if run.due(images):
+                    save_grids(run)
+                if run.due(ckpt):
+                    save_checkpoint(run)
+                run_evaluations(run)
+            check_finite(run)
+        finally:
+            close(run)
+    return {"step": run.step, "kimg": run.kimg(), "workdir": str(run.workdir), "state": run.state}
 
 
 def state_g_ema(state: Any) -> dict:

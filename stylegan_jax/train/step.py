@@ -45,7 +45,7 @@ generator has no dtype switch and computes in float32 throughout.
 from __future__ import annotations
 
 import functools
-import os
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stylegan_jax.losses import blur_sigma_schedule, d_main_loss, d_reg_loss, g_main_loss, g_pl_loss
+from stylegan_jax.train import distributed as _distributed
 from stylegan_jax.train.state import TrainConfig, TrainState, make_optimizers
 
 DATA_AXIS = "data"
@@ -66,51 +67,9 @@ DATA_AXIS = "data"
 # Devices, hosts, sharding.
 
 
-def _env_int(name: str) -> int | None:
-    try:
-        return int(os.environ[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def multi_host_env() -> str | None:
-    """The multi-process launcher this process runs under, or None for a single-process run.
-
-    Recognised: an explicit ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``), SLURM
-    with more than one task, Open MPI with more than one rank, and multi-host Cloud TPU slices.
-    ``STYLEGAN_JAX_NO_DISTRIBUTED=1`` disables the detection.
-    """
-    env = os.environ
-    if env.get("STYLEGAN_JAX_NO_DISTRIBUTED"):
-        return None
-    if env.get("JAX_COORDINATOR_ADDRESS"):
-        return "JAX_COORDINATOR_ADDRESS"
-    if "SLURM_JOB_ID" in env and (_env_int("SLURM_STEP_NUM_TASKS") or _env_int("SLURM_NTASKS") or 1) > 1:
-        return "SLURM"
-    if (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
-        return "Open MPI"
-    if "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-        return "Cloud TPU"
-    return None
-
-
-def maybe_initialize_distributed() -> bool:
-    """Call ``jax.distributed.initialize()`` when this process is one of several (see ``multi_host_env``).
-
-    Must run before anything touches JAX devices. On a single machine (any number of local GPUs) nothing is
-    needed and nothing happens: one process drives all local devices. Under SLURM / Open MPI / Cloud TPU JAX
-    finds the coordinator, process count and id itself; elsewhere set ``JAX_COORDINATOR_ADDRESS=host:port``,
-    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every process. Returns True if it initialized.
-    """
-    launcher = multi_host_env()
-    if launcher is None or jax.distributed.is_initialized():
-        return False
-    kwargs = {}
-    if launcher == "JAX_COORDINATOR_ADDRESS":
-        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                      num_processes=_env_int("JAX_NUM_PROCESSES"), process_id=_env_int("JAX_PROCESS_ID"))
-    jax.distributed.initialize(**kwargs)
-    return True
+# Starting several processes lives in train.distributed; re-exported here for existing callers.
+multi_host_env = _distributed.multi_host_env
+maybe_initialize_distributed = _distributed.maybe_initialize_distributed
 
 
 def make_mesh(devices: Any = None) -> Mesh:
@@ -358,6 +317,7 @@ class TrainStep:
         self.batch_sharding = data_sharding(self.mesh)
         self._donate = donate
         self._variants: dict[tuple[bool, bool], Any] = {}
+        self._compiled: dict[tuple[bool, bool], Any] = {}
 
     def variant(self, d_reg: bool = False, g_reg: bool = False):
         """The jitted step that runs Dreg if ``d_reg`` and Greg if ``g_reg`` (compiled on first call)."""
@@ -369,6 +329,32 @@ class TrainStep:
             self._variants[key] = jit(functools.partial(train_step, self.G, self.D, self.config, do_reg=key[0],
                                                         do_g_reg=key[1]))
         return self._variants[key]
+
+    def variants_between(self, start: int, end: int) -> list[tuple[bool, bool]]:
+        """The (Dreg, Greg) variants iterations ``start .. end - 1`` use."""
+        tc = self.config
+        period = math.lcm(tc.d_reg_interval or 1, tc.g_reg_interval or 1)
+        its = range(start, min(end, start + period))
+        return sorted({(self.wants_reg(i), self.wants_g_reg(i)) for i in its})
+
+    def precompile(self, state: TrainState, batch: Any, start: int = 0, end: int | None = None) -> None:
+        """Compile, ahead of time, every variant iterations ``start .. end - 1`` use (all variants when ``end`` is
+        None) for this state and a batch of this shape (arrays or ``jax.ShapeDtypeStruct`` with their sharding);
+        later calls with matching arguments run the compiled programs without tracing. A multi-process run
+        compiles everything before its first collective this way (see ``train.distributed.sync``)."""
+        end = start + 10**9 if end is None else end
+        if end <= start:
+            return
+        batch = as_batch_dict(batch)
+        if isinstance(batch["real"], jax.ShapeDtypeStruct):
+            spec = dict(batch)
+            if spec["c"].shape[1:] == (0,) and not isinstance(spec["c"], jax.ShapeDtypeStruct):
+                spec["c"] = jax.ShapeDtypeStruct(spec["c"].shape, jnp.float32, sharding=self.batch_sharding)
+        else:
+            spec = self.place_batch(batch)
+        for key in self.variants_between(start, end):
+            if key not in self._compiled:
+                self._compiled[key] = self.variant(*key).lower(state, spec, None).compile()
 
     @property
     def main(self):
@@ -415,7 +401,9 @@ class TrainStep:
                  rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         if iteration is None:
             iteration = int(jax.device_get(state.step))
-        fn = self.variant(self.wants_reg(int(iteration)), self.wants_g_reg(int(iteration)))
+        key = (self.wants_reg(int(iteration)), self.wants_g_reg(int(iteration)))
+        fn = self._compiled.get(key) if rng is None else None
+        fn = fn or self.variant(*key)
         # rng None (a different pytree, hence its own compilation) reads state.rng inside the step: passing
         # state.rng as an argument too would hand the donated state's key buffer over twice.
         return fn(state, self.place_batch(batch), rng)
