@@ -342,9 +342,13 @@ def _check_process_blocks(kw: dict, steps: int = 3, procs: int = 4, batch: int =
             np.testing.assert_array_equal(np.concatenate([got[i][s][1] for i in range(procs)]), full[s][1])
 
 
-@pytest.mark.parametrize("name", ["synthetic", "folder"])
-def test_each_process_reads_only_its_block_of_every_global_batch(folder: Path, name: str):
-    _check_process_blocks(_sources_for_sharding(folder)[name])
+@pytest.mark.parametrize("name", ["synthetic", "folder", "tfds"])
+def test_each_process_reads_only_its_block_of_every_global_batch(folder: Path, name: str, request):
+    if name == "tfds":
+        kw = _tfds_kw(request.getfixturevalue("tfds_dirs")["tfrecord"], use_labels=True)
+    else:
+        kw = _sources_for_sharding(folder)[name]
+    _check_process_blocks(kw)
 
 
 def test_process_arguments():
@@ -717,3 +721,52 @@ def test_tfds_errors(tfds_dirs: dict[str, str], tmp_path: Path):
         make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], use_labels=True, label_key="labels"))
     with pytest.raises(DatasetError, match="not usable as a label"):
         make_dataset(**_tfds_kw(tfds_dirs["tfrecord"], use_labels=True, label_key="count"))
+
+
+def _shard(data_dir: str, fmt: str) -> Path:
+    (path,) = Path(data_dir).glob(f"{TFDS_NAME}/1.0.0/{TFDS_NAME}-train.{fmt}-*")
+    return path
+
+
+def _corrupted_copy(tfds_dirs: dict[str, str], fmt: str, tmp_path: Path, record: int) -> tuple[str, Path]:
+    """A copy of the prepared dataset whose train shard has one byte flipped inside record ``record``'s payload."""
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    data_dir = tmp_path / fmt
+    shutil.copytree(tfds_dirs[fmt], data_dir)
+    shard = _shard(str(data_dir), fmt)
+    data = bytearray(shard.read_bytes())
+    if fmt == "tfrecord":
+        pos = 0
+        for _ in range(record):  # walk the framing: u64 length, u32 crc, payload, u32 crc
+            pos += 16 + int.from_bytes(data[pos : pos + 8], "little")
+        target = pos + 12 + int.from_bytes(data[pos : pos + 8], "little") // 2
+    else:  # find the record's (stored) bytes in the file
+        builder = tfds.builder(TFDS_NAME, data_dir=str(data_dir))
+        raw = builder.as_data_source("train", deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)[record]
+        piece = raw[len(raw) // 2 : len(raw) // 2 + 16]
+        assert data.count(piece) == 1, "the record is not stored verbatim: cannot aim the corruption"
+        target = data.index(piece) + 8
+    data[target] ^= 0x5A
+    shard.write_bytes(bytes(data))
+    return str(data_dir), shard
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "array_record"])
+def test_tfds_corrupted_record_stops_before_training_on_it(tfds_dirs: dict[str, str], tmp_path: Path, fmt: str):
+    data_dir, shard = _corrupted_copy(tfds_dirs, fmt, tmp_path, record=7)
+    named = rf"TFDS shard '{shard}' record 7\b"
+    # Default validate="scan": every record's checksum is verified when the pipeline is built.
+    with pytest.raises(DatasetError, match=named):
+        make_dataset(**_tfds_kw(data_dir))
+    # validate="none": the corruption surfaces when the record is read, before a batch holding it is returned.
+    p = make_dataset(**_tfds_kw(data_dir, validate="none", batch_size=4, shuffle=False))
+    np.testing.assert_array_equal(_np(next(p))[0], _np(next(make_dataset(**_tfds_kw(tfds_dirs[fmt], batch_size=4,
+                                                                                  shuffle=False))))[0])
+    with pytest.raises(DatasetError, match=named):
+        next(p)  # records 4..7
+    with pytest.raises(DatasetError, match=named):
+        next(p)  # and it keeps failing, never skips the batch
+    p.close()
