@@ -386,3 +386,14 @@ def test_visualize_command_serves(workdir: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in out and "ssh -L" in out
+
+
+def test_diverged_checkpoint_is_reported_not_shown(tmp_path: Path) -> None:
+    """A training checkpoint whose weights went non-finite: the page gets a 500 naming the problem, no image."""
+    G = tiny_conditional_generator()
+    variables = jax.tree.map(lambda x: np.full_like(x, np.nan), abstract_variables(G))
+    save_checkpoint(tmp_path / "run" / "checkpoints", 7, {"G_ema": variables}, {"generator": generator_config(G)})
+    with Server(create_app(tmp_path / "run")) as srv, httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
+        r = c.get("/api/render", params={"seed": 1, "class": 0})
+        assert r.status_code == 500 and "render failed" in r.json()["error"] and "NaN" in r.json()["error"]
+        assert c.get("/healthz").json()["in_flight"] == 0

@@ -60,6 +60,9 @@ def command(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError, OSError) as e:
         print(f"stylegan-jax visualize: error: {e}", file=sys.stderr)
         return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host}: the visualizer has no authentication and anyone who can reach this "
+              "address can use it; prefer the default 127.0.0.1 with an SSH port-forward", file=sys.stderr)
     checkpoints = app.state.checkpoints
     s = checkpoints.sampler(checkpoints.default_step)
     print(f"loaded {s} from {args.ckpt} (steps {checkpoints.steps()}, showing {checkpoints.default_step}); "

@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
+import logging
 import math
 import shlex
 import threading
@@ -75,6 +76,7 @@ __all__ = [
 STATIC_DIR = Path(__file__).parent / "static" / "visualizer"
 TRANSLATE_MAX = 4.0  # image widths: beyond a few the Fourier input is faded out entirely
 ROTATE_MAX = 3600.0  # degrees
+logger = logging.getLogger("stylegan_jax.visualizer")
 PARAMS = ("step", "seed", "psi", "class", "tx", "ty", "rotate", "noise", "mix", "mix_lo", "mix_hi", "layer",
           "channel")
 
@@ -583,6 +585,9 @@ def create_app(ckpt: str | Path, *, which: str = "G_ema", watermark_key: str | N
             return error_response(400, str(e))
         except CheckpointError as e:
             return error_response(404, str(e))
+        except (ValueError, RuntimeError) as e:  # e.g. a diverged training checkpoint's non-finite output
+            logger.error("render failed for %s: %s", q, e)
+            return error_response(500, f"render failed: {e}")
 
     @app.get("/")
     async def index() -> Any:

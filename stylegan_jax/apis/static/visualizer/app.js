@@ -194,12 +194,19 @@ function layerChanged() {
 }
 
 async function loadInfo(step) {
-  const res = await getJSON("/api/info" + (step === undefined ? "" : `?step=${encodeURIComponent(step)}`));
+  const url = "/api/info" + (step === undefined ? "" : `?step=${encodeURIComponent(step)}`);
+  let res = await getJSON(url);
+  for (let tries = 0; res.status === 503 && tries < 60; tries++) {  // another tab is rendering: wait for a slot
+    showError(res.body.error);
+    await sleep(500);
+    res = await getJSON(url);
+  }
   if (!res.ok) {
     showError(res.body.error || `HTTP ${res.status}`);
     setState("error");
     return false;
   }
+  showError("");
   applyInfo(res.body);
   return true;
 }
