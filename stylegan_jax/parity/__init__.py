@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from stylegan_jax.convert.generator import ConversionError
+from stylegan_jax.parity.ada import applies_ada, check_ada
 from stylegan_jax.parity.common import DEFAULT_ATOL, DEFAULT_GRAD_RTOL, DEFAULT_RTOL, Checker, Fixture, Result, compare
 from stylegan_jax.parity.discriminator import applies_discriminator, check_discriminator
 from stylegan_jax.parity.losses import applies_losses, check_losses
@@ -31,6 +32,7 @@ CHECKERS: tuple[Checker, ...] = (
     Checker("losses", applies_losses, check_losses),
     Checker("ops", applies_ops, check_ops),
     Checker("official pickle", applies_official_pickle, check_official_pickle),
+    Checker("augmentation", applies_ada, check_ada),
 )
 
 
