@@ -9,10 +9,9 @@ from stylegan_jax.convert import ConversionError, strip_prefix
 from stylegan_jax.convert.stylegan2 import convert_stylegan2_generator
 from stylegan_jax.networks.stylegan2 import (
     StyleGAN2Generator,
-    conv2d_up,
     stylegan2_generator_from_official_kwargs,
 )
-from stylegan_jax.ops.modulated_conv import conv2d
+from stylegan_jax.ops.modulated_conv import conv2d, conv2d_up
 from stylegan_jax.ops.upfirdn2d import upfirdn2d
 from stylegan_jax.parity import Fixture
 from stylegan_jax.parity.stylegan2 import applies_stylegan2, check_stylegan2_generator

@@ -17,7 +17,6 @@ multiplier) and scaled at run time (equalized learning rate).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -28,7 +27,8 @@ from stylegan_jax.networks.layers import FullyConnectedLayer, normal_init
 from stylegan_jax.networks.mapping import normalize_2nd_moment
 from stylegan_jax.ops.bias_act import ACTIVATION_GAINS, bias_act
 from stylegan_jax.ops.modulated_conv import conv2d
-from stylegan_jax.ops.upfirdn2d import upfirdn2d
+from stylegan_jax.ops.upfirdn2d import filter_size, upfirdn2d
+from stylegan_jax.utils.shapes import check_shape
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -77,21 +77,9 @@ def resample_filter_array(f: FilterSpec) -> np.ndarray:
     return (a / a.sum()).astype(np.float32)
 
 
-def _filter_taps(f: np.ndarray) -> tuple[int, int]:
-    """(width, height) of a 1-D or 2-D filter."""
-    return (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
-
-
 def _check_activation(act: str, what: str) -> None:
     if act not in ACTIVATION_GAINS:
         raise ValueError(f"{what}: activation {act!r} is not supported; expected one of {sorted(ACTIVATION_GAINS)}")
-
-
-def _assert_shape(x: jnp.ndarray, shape: Sequence[int | None], what: str) -> None:
-    """Static shape check (None = any size); raises at trace time with both shapes."""
-    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape, strict=True)):
-        want = tuple("N" if s is None else s for s in shape)
-        raise ValueError(f"{what}: expected shape {want}, got {tuple(x.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -126,7 +114,7 @@ class Conv2dLayer(nn.Module):
             # image line up so that output pixel i covers input pixels 2i-1 .. 2i+2 (for 4 taps), i.e. the
             # output has exactly H / down pixels; all padding happens here, none in the conv itself.
             f = resample_filter_array(self.resample_filter)
-            fw, fh = _filter_taps(f)
+            fw, fh = filter_size(f)
             d = self.down
             padding = (pad + (fw - d + 1) // 2, pad + (fw - d) // 2, pad + (fh - d + 1) // 2, pad + (fh - d) // 2)
             if k == 1:
@@ -211,13 +199,13 @@ class DiscriminatorBlock(nn.Module):
         if self.in_channels == 0:
             if img is None:
                 raise ValueError(f"b{res}: the first block needs the image")
-            _assert_shape(img, (None, res, res, self.img_channels), f"b{res} image")
+            check_shape(img, (None, res, res, self.img_channels), f"b{res} image")
             x = Conv2dLayer(self.tmp_channels, 1, activation=self.activation, conv_clamp=self.conv_clamp,
                             name="fromrgb")(img.astype(self.dtype))
         else:
             if x is None:
                 raise ValueError(f"b{res}: needs the features of the previous block")
-            _assert_shape(x, (None, res, res, self.in_channels), f"b{res} input")
+            check_shape(x, (None, res, res, self.in_channels), f"b{res} input")
             x = x.astype(self.dtype)
 
         # Both branches are scaled by sqrt(0.5) so the sum keeps unit variance; the skip branch has
@@ -230,7 +218,7 @@ class DiscriminatorBlock(nn.Module):
         x = Conv2dLayer(self.out_channels, 3, activation=self.activation, down=2,
                         resample_filter=self.resample_filter, conv_clamp=self.conv_clamp, name="conv1")(x, gain=gain)
         x = y + x
-        _assert_shape(x, (None, res // 2, res // 2, self.out_channels), f"b{res} output")
+        check_shape(x, (None, res // 2, res // 2, self.out_channels), f"b{res} output")
         return x
 
 
@@ -248,7 +236,7 @@ class DiscriminatorMapping(nn.Module):
 
     @nn.compact
     def __call__(self, c: jnp.ndarray) -> jnp.ndarray:
-        _assert_shape(c, (None, self.c_dim), "mapping label c")
+        check_shape(c, (None, self.c_dim), "mapping label c")
         embed_features = self.cmap_dim if self.embed_features is None else self.embed_features
         layer_features = self.cmap_dim if self.layer_features is None else self.layer_features
         x = normalize_2nd_moment(FullyConnectedLayer(embed_features, name="embed")(c.astype(jnp.float32)))
@@ -256,7 +244,7 @@ class DiscriminatorMapping(nn.Module):
             features = self.cmap_dim if idx == self.num_layers - 1 else layer_features
             x = FullyConnectedLayer(features, activation=self.activation, lr_multiplier=self.lr_multiplier,
                                     name=f"fc{idx}")(x)
-        _assert_shape(x, (None, self.cmap_dim), "mapping output")
+        check_shape(x, (None, self.cmap_dim), "mapping output")
         return x
 
 
@@ -275,7 +263,7 @@ class DiscriminatorEpilogue(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, cmap: jnp.ndarray | None = None) -> jnp.ndarray:
         r = self.resolution
-        _assert_shape(x, (None, r, r, self.in_channels), "b4 input")
+        check_shape(x, (None, r, r, self.in_channels), "b4 input")
         x = x.astype(jnp.float32)
         if self.mbstd_num_channels > 0:
             x = MinibatchStdLayer(self.mbstd_group_size, self.mbstd_num_channels, name="mbstd")(x)
@@ -287,9 +275,9 @@ class DiscriminatorEpilogue(nn.Module):
         if self.cmap_dim > 0:
             if cmap is None:
                 raise ValueError("b4: a conditional epilogue needs cmap")
-            _assert_shape(cmap, (x.shape[0], self.cmap_dim), "b4 cmap")
+            check_shape(cmap, (x.shape[0], self.cmap_dim), "b4 cmap")
             x = jnp.sum(x * cmap, axis=1, keepdims=True) * (1 / math.sqrt(self.cmap_dim))
-        _assert_shape(x, (None, 1), "b4 output")
+        check_shape(x, (None, 1), "b4 output")
         return x
 
 
@@ -368,7 +356,7 @@ class Discriminator(nn.Module):
         """Logits ``[N, 1]`` for images ``[N, img_channels, img_resolution, img_resolution]`` (NCHW) and labels
         ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``."""
         r = self.img_resolution
-        _assert_shape(img, (None, self.img_channels, r, r), "Discriminator image (NCHW)")
+        check_shape(img, (None, self.img_channels, r, r), "Discriminator image (NCHW)")
         x = None
         img = jnp.transpose(img, (0, 2, 3, 1))
         for res in self.block_resolutions:
@@ -391,7 +379,7 @@ class Discriminator(nn.Module):
         if self.c_dim > 0:
             if c is None:
                 raise ValueError(f"Discriminator: c_dim={self.c_dim} but no labels c were given")
-            _assert_shape(c, (img.shape[0], self.c_dim), "Discriminator labels c")
+            check_shape(c, (img.shape[0], self.c_dim), "Discriminator labels c")
             cmap = DiscriminatorMapping(
                 c_dim=self.c_dim, cmap_dim=cmap_dim, num_layers=self.mapping_num_layers,
                 embed_features=self.mapping_embed_features, layer_features=self.mapping_layer_features,

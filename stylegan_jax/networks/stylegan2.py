@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from stylegan_jax.networks.discriminator import (
     DEFAULT_RESAMPLE_FILTER,
@@ -39,125 +37,15 @@ from stylegan_jax.networks.discriminator import (
     as_filter_spec,
     resample_filter_array,
 )
+from stylegan_jax.networks.generator import NOISE_MODES, GeneratorInterface
 from stylegan_jax.networks.layers import FullyConnectedLayer, normal_init
 from stylegan_jax.networks.mapping import MappingNetwork
 from stylegan_jax.ops.bias_act import ACTIVATION_GAINS, bias_act
-from stylegan_jax.ops.modulated_conv import conv2d
-from stylegan_jax.ops.upfirdn2d import upfirdn2d
+from stylegan_jax.ops.modulated_conv import conv2d, modulated_conv2d
+from stylegan_jax.ops.upfirdn2d import upsample2d
+from stylegan_jax.utils.shapes import check_shape
 
-NOISE_MODES = ("random", "const", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Resampling convolution.
-
-
-def _filter_taps(f: np.ndarray) -> tuple[int, int]:
-    """(width, height) of a 1-D (separable) or 2-D filter."""
-    return (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
-
-
-def upsample2d(x: jnp.ndarray, f: np.ndarray, up: int = 2) -> jnp.ndarray:
-    """Zero-insertion upsampling by ``up`` followed by the low-pass ``f``, keeping the signal level.
-
-    The padding centres the filter so that the output is exactly ``up`` times the input size.
-    """
-    fw, fh = _filter_taps(f)
-    padding = ((fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2)
-    return upfirdn2d(x, f, up=up, padding=padding, gain=up * up)
-
-
-def conv2d_up(x: jnp.ndarray, w: jnp.ndarray, f: np.ndarray, up: int = 2, padding: int = 0) -> jnp.ndarray:
-    """Convolution with ``up``-times upsampling, as the official ``conv2d_resample(up=up)`` computes it.
-
-    A stride-``up`` transposed convolution (the kernel scattered onto every input pixel, which is the
-    zero-inserted image *convolved* with the kernel) followed by the low-pass filter ``f``.
-    ``padding`` is the symmetric padding of the equivalent plain convolution of the upsampled image
-    (``kernel // 2`` keeps the output at exactly ``up`` times the input size).
-
-    Args:
-      x: ``[N, H, W, I]``.
-      w: ``[kh, kw, I, O]`` kernel, in the same orientation as for a stride-1 ``conv2d``.
-      f: 1-D (separable) or 2-D low-pass filter with unit DC gain (NumPy constant).
-      up: upsampling factor.
-      padding: padding with respect to the upsampled image.
-
-    Returns:
-      ``[N, H * up + 2 * padding - kh + 1, W * up + 2 * padding - kw + 1, O]``.
-    """
-    kh, kw = w.shape[:2]
-    fw, fh = _filter_taps(f)
-    # Total padding around the upsampled image, split so the filter sits centred (official arithmetic),
-    # then expressed relative to the transposed convolution's full output.
-    px0 = padding + (fw + up - 1) // 2 - (kw - 1)
-    px1 = padding + (fw - up) // 2 - (kw - up)
-    py0 = padding + (fh + up - 1) // 2 - (kh - 1)
-    py1 = padding + (fh - up) // 2 - (kh - up)
-    # Whatever both sides would crop is cropped by the transposed convolution itself.
-    pxt = max(min(-px0, -px1), 0)
-    pyt = max(min(-py0, -py1), 0)
-    # Transposed conv = zero insertion (lhs dilation) + full padding + correlation with the flipped kernel.
-    precision = lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
-    y = lax.conv_general_dilated(
-        x, jnp.flip(w, axis=(0, 1)).astype(x.dtype), window_strides=(1, 1),
-        padding=[(kh - 1 - pyt, kh - 1 - pyt), (kw - 1 - pxt, kw - 1 - pxt)], lhs_dilation=(up, up),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
-    )
-    return upfirdn2d(y, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
-
-
-def modulated_conv2d_resample(
-    x: jnp.ndarray,
-    weight: jnp.ndarray,
-    styles: jnp.ndarray,
-    demodulate: bool = True,
-    up: int = 1,
-    padding: int = 0,
-    resample_filter: np.ndarray | None = None,
-) -> jnp.ndarray:
-    """StyleGAN2 modulated convolution with optional upsampling, computed as ``conv(x * s) * d``.
-
-    Equal to convolving each sample with its own kernel ``w[kh,kw,i,o] * s[n,i] * d[n,o]``, where
-    ``d[n,o] = 1 / sqrt(sum_{kh,kw,i} (w * s)^2 + 1e-8)`` when demodulating. Scaling activations
-    instead of kernels lets one convolution with the shared kernel serve the whole batch; the
-    official code's fused (grouped) and unfused paths are this same math.
-
-    Args:
-      x: ``[N, H, W, I]``.
-      weight: ``[kh, kw, I, O]`` raw kernel (demodulation makes any constant gain irrelevant).
-      styles: ``[N, I]``.
-      demodulate: normalise every output channel of every sample's kernel to unit norm.
-      up: 1 or the upsampling factor (then ``resample_filter`` is required).
-      padding: symmetric padding (of the upsampled image when ``up > 1``).
-      resample_filter: low-pass filter for upsampling.
-    """
-    n, _, _, in_ch = x.shape
-    if weight.shape[2] != in_ch or styles.shape != (n, in_ch):
-        raise ValueError(f"modulated_conv2d_resample: x {x.shape}, weight {weight.shape}, styles {styles.shape} "
-                         "do not agree on the batch size / input channels")
-    weight = weight.astype(jnp.float32)
-    styles = styles.astype(jnp.float32)
-    y = x * styles[:, None, None, :].astype(x.dtype)
-    if up == 1:
-        y = conv2d(y, weight, padding=padding)
-    else:
-        if resample_filter is None:
-            raise ValueError("modulated_conv2d_resample: up > 1 needs a resample_filter")
-        y = conv2d_up(y, weight, resample_filter, up=up, padding=padding)
-    if demodulate:
-        # sum_{kh,kw,i} (w[.,.,i,o] s[n,i])^2 = sum_i s[n,i]^2 sum_{kh,kw} w[.,.,i,o]^2
-        wsq = jnp.sum(jnp.square(weight), axis=(0, 1))  # [I, O]
-        dcoefs = lax.rsqrt(jnp.dot(jnp.square(styles), wsq, precision=lax.Precision.HIGHEST) + 1e-8)
-        y = y * dcoefs[:, None, None, :].astype(y.dtype)
-    return y
-
-
-def _assert_shape(x: jnp.ndarray, shape: tuple[int | None, ...], what: str) -> None:
-    """Static shape check (None = any size); raises at trace time naming both shapes."""
-    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape, strict=True)):
-        want = tuple("N" if s is None else s for s in shape)
-        raise ValueError(f"{what}: expected shape {want}, got {tuple(x.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -181,7 +69,7 @@ class SynthesisLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray, noise_mode: str = "random", gain: float = 1.0) -> jnp.ndarray:
         res = self.resolution
-        _assert_shape(x, (None, res // self.up, res // self.up, self.in_channels), f"{self.name} input")
+        check_shape(x, (None, res // self.up, res // self.up, self.in_channels), f"{self.name} input")
         styles = FullyConnectedLayer(self.in_channels, bias_init=1.0, name="affine")(w)
         k = self.kernel_size
         weight = self.param("weight", normal_init(1.0), (k, k, self.in_channels, self.out_channels))
@@ -201,14 +89,14 @@ class SynthesisLayer(nn.Module):
                 # During init without a noise rng the const image stands in: the strength is 0 there anyway.
                 noise = (noise_const.value * strength)[None, :, :, None]
 
-        x = modulated_conv2d_resample(x, weight, styles, demodulate=True, up=self.up, padding=k // 2,
-                                      resample_filter=resample_filter_array(self.resample_filter))
+        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up, padding=k // 2, prenormalize=False,
+                             resample_filter=resample_filter_array(self.resample_filter))
         if noise is not None:
             x = x + noise.astype(x.dtype)
         act_gain = ACTIVATION_GAINS[self.activation] * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         x = bias_act(x, bias, act=self.activation, gain=act_gain, clamp=clamp)
-        _assert_shape(x, (None, res, res, self.out_channels), f"{self.name} output")
+        check_shape(x, (None, res, res, self.out_channels), f"{self.name} output")
         return x
 
 
@@ -230,7 +118,7 @@ class ToRGBLayer(nn.Module):
         styles = styles * (1 / math.sqrt(in_channels * k * k))
         weight = self.param("weight", normal_init(1.0), (k, k, in_channels, self.out_channels))
         bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
-        x = modulated_conv2d_resample(x, weight, styles, demodulate=False, padding=k // 2)
+        x = modulated_conv2d(x, weight, styles, demodulate=False, padding=k // 2)
         return bias_act(x, bias, clamp=self.conv_clamp)
 
 
@@ -279,7 +167,7 @@ class SynthesisBlock(nn.Module):
     def __call__(self, x: jnp.ndarray | None, img: jnp.ndarray | None, ws: jnp.ndarray,
                  noise_mode: str = "random") -> tuple[jnp.ndarray, jnp.ndarray | None]:
         res = self.resolution
-        _assert_shape(ws, (None, self.num_conv + self.num_torgb, self.w_dim), f"b{res} ws")
+        check_shape(ws, (None, self.num_conv + self.num_torgb, self.w_dim), f"b{res} ws")
         n = ws.shape[0]
         layer = dict(w_dim=self.w_dim, resolution=res, kernel_size=self.kernel_size, use_noise=self.use_noise,
                      activation=self.activation, resample_filter=self.resample_filter, conv_clamp=self.conv_clamp)
@@ -289,7 +177,7 @@ class SynthesisBlock(nn.Module):
             x = jnp.broadcast_to(const[None], (n, res, res, self.out_channels))
             x = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **layer)(x, ws[:, 0], noise_mode)
         else:
-            _assert_shape(x, (n, res // 2, res // 2, self.in_channels), f"b{res} input")
+            check_shape(x, (n, res // 2, res // 2, self.in_channels), f"b{res} input")
             conv0 = SynthesisLayer(self.in_channels, self.out_channels, up=2, name="conv0", **layer)
             conv1 = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **layer)
             if self.architecture == "resnet":
@@ -300,10 +188,10 @@ class SynthesisBlock(nn.Module):
             else:
                 x = conv0(x, ws[:, 0], noise_mode)
                 x = conv1(x, ws[:, 1], noise_mode)
-        _assert_shape(x, (n, res, res, self.out_channels), f"b{res} features")
+        check_shape(x, (n, res, res, self.out_channels), f"b{res} features")
 
         if img is not None:
-            _assert_shape(img, (n, res // 2, res // 2, self.img_channels), f"b{res} image input")
+            check_shape(img, (n, res // 2, res // 2, self.img_channels), f"b{res} image input")
             img = upsample2d(img, resample_filter_array(self.resample_filter))
         if self.num_torgb:
             y = ToRGBLayer(self.img_channels, self.w_dim, conv_clamp=self.conv_clamp, name="torgb")(
@@ -311,7 +199,7 @@ class SynthesisBlock(nn.Module):
             y = y.astype(jnp.float32)
             img = y if img is None else img + y
         if img is not None:
-            _assert_shape(img, (n, res, res, self.img_channels), f"b{res} image")
+            check_shape(img, (n, res, res, self.img_channels), f"b{res} image")
         return x, img
 
 
@@ -371,7 +259,7 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"StyleGAN2 SynthesisNetwork: activation {self.activation!r} is not supported")
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"StyleGAN2: noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        _assert_shape(ws, (None, self.num_ws, self.w_dim), "StyleGAN2 SynthesisNetwork ws")
+        check_shape(ws, (None, self.num_ws, self.w_dim), "StyleGAN2 SynthesisNetwork ws")
         ws = ws.astype(jnp.float32)
         x = img = None
         for res, start, count in self.block_ws_ranges():
@@ -382,12 +270,12 @@ class SynthesisNetwork(nn.Module):
                 resample_filter=self.resample_filter, conv_clamp=self.conv_clamp, kernel_size=self.kernel_size,
                 use_noise=self.use_noise, activation=self.activation, name=f"b{res}")
             x, img = block(x, img, ws[:, start:start + count], noise_mode)
-        _assert_shape(img, (ws.shape[0], self.img_resolution, self.img_resolution, self.img_channels),
+        check_shape(img, (ws.shape[0], self.img_resolution, self.img_resolution, self.img_channels),
                       "StyleGAN2 image")
         return img
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(GeneratorInterface):
     """StyleGAN2 generator: z, c -> NCHW image in about [-1, 1].
 
     Fields follow the official ``training.networks_stylegan2.Generator`` constructor, with
@@ -415,6 +303,15 @@ class StyleGAN2Generator(nn.Module):
     use_noise: bool = True                        # Per-pixel noise inputs?
     activation: str = "lrelu"                     # Activation of the synthesis convolutions.
 
+    config_class: ClassVar[str] = "stylegan2.Generator"
+    cfg_names: ClassVar[tuple[str, ...]] = ("stylegan2",)
+    has_input_transform: ClassVar[bool] = False
+    supports_compute_dtype: ClassVar[bool] = False  # Computes in float32 throughout (no bf16 path yet).
+
+    @property
+    def has_noise_inputs(self) -> bool:
+        return self.use_noise
+
     def _synthesis(self, **kw: Any) -> SynthesisNetwork:
         return SynthesisNetwork(
             w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,
@@ -435,25 +332,42 @@ class StyleGAN2Generator(nn.Module):
                                       w_avg_beta=self.w_avg_beta, embed_features=self.embed_features,
                                       layer_features=self.layer_features)
 
-    def map(self, z: jnp.ndarray, c: jnp.ndarray | None = None, truncation_psi: float | jnp.ndarray = 1.0,
-            truncation_cutoff: int | None = None, update_emas: bool = False) -> jnp.ndarray:
-        """z, c -> ws ``[N, num_ws, w_dim]``."""
-        return self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas)
-
     def synthesize(self, ws: jnp.ndarray, transform: jnp.ndarray | None = None, update_emas: bool = False,
                    noise_mode: str = "random") -> jnp.ndarray:
-        """ws -> NCHW images. ``transform`` exists for interface parity with StyleGAN3 and must be None;
+        """ws -> NCHW images. ``transform`` exists for the common generator interface and must be None;
         ``update_emas`` is accepted and unused (the synthesis network has no running statistics)."""
         del update_emas
-        if transform is not None:
-            raise ValueError("StyleGAN2Generator has no input transform (that is a StyleGAN3 feature)")
+        self.check_transform(transform)
         return jnp.transpose(self.synthesis(ws, noise_mode), (0, 3, 1, 2))
 
-    def __call__(self, z: jnp.ndarray, c: jnp.ndarray | None = None, truncation_psi: float | jnp.ndarray = 1.0,
-                 truncation_cutoff: int | None = None, transform: jnp.ndarray | None = None,
-                 update_emas: bool = False, noise_mode: str = "random") -> jnp.ndarray:
-        ws = self.map(z, c, truncation_psi, truncation_cutoff, update_emas)
-        return self.synthesize(ws, transform, update_emas, noise_mode)
+    # ---- The rest of the generator interface (stylegan_jax.networks.generator).
+
+    def to_config(self) -> dict:
+        return {"class": self.config_class, "kwargs": {f: getattr(self, f) for f in STYLEGAN2_FIELDS}}
+
+    @classmethod
+    def from_config(cls, kwargs: dict, impl: str = "fast") -> StyleGAN2Generator:
+        del impl  # One implementation of every op here.
+        kwargs = dict(kwargs)
+        unknown = set(kwargs) - set(STYLEGAN2_FIELDS)
+        if unknown:
+            raise ValueError(f"generator config has unknown fields {sorted(unknown)}")
+        kwargs["resample_filter"] = as_filter_spec(kwargs.get("resample_filter", DEFAULT_RESAMPLE_FILTER))
+        return cls(**kwargs)
+
+    @classmethod
+    def build(cls, cfg: str = "stylegan2", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0,
+              img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512,
+              mapping_layers: int = 8, impl: str = "fast", **overrides: Any) -> StyleGAN2Generator:
+        """``overrides`` are ``StyleGAN2Generator`` fields (``conv_clamp``, ``architecture``, ``use_noise``, ...);
+        the StyleGAN3-only ``magnitude_ema_beta`` and ``num_layers`` are ignored so one config describes both."""
+        del cfg, impl
+        overrides = {k: v for k, v in overrides.items() if k not in ("magnitude_ema_beta", "num_layers")}
+        unknown = sorted(set(overrides) - set(STYLEGAN2_FIELDS))
+        if unknown:
+            raise ValueError(f"build_generator: {unknown} are not StyleGAN2 generator fields")
+        return cls(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                   mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max, **overrides)
 
 
 # Architecture fields (everything a checkpoint config must record to rebuild the module).
@@ -529,8 +443,5 @@ __all__ = [
     "SynthesisLayer",
     "SynthesisNetwork",
     "ToRGBLayer",
-    "conv2d_up",
-    "modulated_conv2d_resample",
     "stylegan2_generator_from_official_kwargs",
-    "upsample2d",
 ]

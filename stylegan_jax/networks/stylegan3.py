@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -25,11 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from stylegan_jax.networks.generator import GeneratorInterface, check_noise_mode
 from stylegan_jax.networks.layers import FullyConnectedLayer, normal_init
 from stylegan_jax.networks.mapping import MappingNetwork
 from stylegan_jax.ops.filtered_lrelu import filtered_lrelu
 from stylegan_jax.ops.lowpass import design_lowpass_filter
 from stylegan_jax.ops.modulated_conv import modulated_conv2d
+from stylegan_jax.utils.shapes import check_shape
 
 # ----------------------------------------------------------------------------------------------
 # Layer schedule (pure Python): cutoffs, stopbands, sampling rates, sizes, channels, filters.
@@ -107,6 +109,9 @@ def synthesis_schedule(
     output resolution), keeps ``margin_size`` pixels on each side, and gets channels inversely
     proportional to its cutoff.
     """
+    if num_layers <= num_critical or num_critical < 0:
+        raise ValueError(f"synthesis schedule: num_layers ({num_layers}) must exceed num_critical ({num_critical}) "
+                         ">= 0: the cutoffs grow over the num_layers - num_critical non-critical layers")
     last_cutoff = img_resolution / 2
     last_stopband = last_cutoff * last_stopband_rel
     exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
@@ -220,7 +225,7 @@ class SynthesisInput(nn.Module):
         x = gx * f[:, None, None, :, 0] + gy * f[:, None, None, :, 1] + ph[:, None, None, :]  # [N, H, W, C]
         x = jnp.sin(x * (2 * np.pi)) * amplitudes[:, None, None, :]
         x = jnp.einsum("nhwc,dc->nhwd", x, weight / math.sqrt(self.channels), precision=hp)
-        assert x.shape == (n, self.size, self.size, self.channels), x.shape
+        check_shape(x, (n, self.size, self.size, self.channels), "SynthesisInput output")
         return x
 
 
@@ -238,8 +243,8 @@ class SynthesisLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray, update_emas: bool = False) -> jnp.ndarray:
         s = self.spec
-        assert x.shape[1:] == (s.in_size, s.in_size, s.in_channels), (s.name, x.shape)
-        assert w.shape == (x.shape[0], self.w_dim), (s.name, w.shape)
+        check_shape(x, (None, s.in_size, s.in_size, s.in_channels), f"{s.name} input")
+        check_shape(w, (x.shape[0], self.w_dim), f"{s.name} w")
 
         magnitude_ema = self.variable("ema", "magnitude_ema", jnp.ones, (), jnp.float32)
         if update_emas and not self.is_initializing():
@@ -261,7 +266,7 @@ class SynthesisLayer(nn.Module):
             x, fu=s.up_filter(), fd=s.down_filter(), b=bias, up=s.up_factor, down=s.down_factor, padding=s.padding,
             gain=1.0 if s.is_torgb else math.sqrt(2), slope=1.0 if s.is_torgb else 0.2, clamp=self.conv_clamp,
             impl=self.impl)
-        assert x.shape[1:] == (s.out_size, s.out_size, s.out_channels), (s.name, x.shape)
+        check_shape(x, (None, s.out_size, s.out_size, s.out_channels), f"{s.name} output")
         return x.astype(jnp.float32)
 
 
@@ -305,8 +310,7 @@ class SynthesisNetwork(nn.Module):
     def __call__(self, ws: jnp.ndarray, transform: jnp.ndarray | None = None, update_emas: bool = False,
                  return_activations: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
         """ws ``[N, num_ws, w_dim]`` -> images ``[N, H, W, C]`` (NHWC)."""
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"SynthesisNetwork: ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
+        check_shape(ws, (None, self.num_ws, self.w_dim), "SynthesisNetwork ws")
         sched = self.schedule()
         ws = ws.astype(jnp.float32)
         x = SynthesisInput(self.w_dim, sched.input_channels, sched.input_size, sched.input_sampling_rate,
@@ -319,11 +323,11 @@ class SynthesisNetwork(nn.Module):
             acts[spec.name] = x
         if self.output_scale != 1:
             x = x * self.output_scale
-        assert x.shape[1:] == (self.img_resolution, self.img_resolution, self.img_channels), x.shape
+        check_shape(x, (None, self.img_resolution, self.img_resolution, self.img_channels), "SynthesisNetwork image")
         return (x, acts) if return_activations else x
 
 
-class Generator(nn.Module):
+class Generator(GeneratorInterface):
     """StyleGAN3 generator: z, c -> NCHW image in about [-1, 1].
 
     Field names and defaults follow the official constructor, except the mapping depth, whose
@@ -340,6 +344,11 @@ class Generator(nn.Module):
     mapping_lr_multiplier: float = 0.01  # Learning-rate multiplier of the mapping layers.
     w_avg_beta: float = 0.998            # Decay of the running mean of w.
     synthesis_kwargs: Any = None         # Extra SynthesisNetwork fields as a dict (channel_base, conv_kernel, ...).
+
+    config_class: ClassVar[str] = "stylegan3.Generator"
+    cfg_names: ClassVar[tuple[str, ...]] = ("t", "r")
+    has_input_transform: ClassVar[bool] = True
+    supports_compute_dtype: ClassVar[bool] = True
 
     def _synthesis_fields(self) -> dict:
         return dict(w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,
@@ -360,21 +369,67 @@ class Generator(nn.Module):
                                       num_layers=self.mapping_layers, lr_multiplier=self.mapping_lr_multiplier,
                                       w_avg_beta=self.w_avg_beta)
 
-    def map(self, z: jnp.ndarray, c: jnp.ndarray | None = None, truncation_psi: float | jnp.ndarray = 1.0,
-            truncation_cutoff: int | None = None, update_emas: bool = False) -> jnp.ndarray:
-        """z, c -> ws ``[N, num_ws, w_dim]``."""
-        return self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas)
-
     def synthesize(self, ws: jnp.ndarray, transform: jnp.ndarray | None = None, update_emas: bool = False,
-                   ) -> jnp.ndarray:
-        """ws -> NCHW images."""
+                   noise_mode: str = "random") -> jnp.ndarray:
+        """ws -> NCHW images. ``noise_mode`` is accepted for the common generator interface (no noise inputs)."""
+        check_noise_mode(noise_mode)
         return jnp.transpose(self.synthesis(ws, transform, update_emas), (0, 3, 1, 2))
 
-    def __call__(self, z: jnp.ndarray, c: jnp.ndarray | None = None, truncation_psi: float | jnp.ndarray = 1.0,
-                 truncation_cutoff: int | None = None, transform: jnp.ndarray | None = None,
-                 update_emas: bool = False) -> jnp.ndarray:
-        ws = self.map(z, c, truncation_psi, truncation_cutoff, update_emas)
-        return self.synthesize(ws, transform, update_emas)
+    # ---- The rest of the generator interface (stylegan_jax.networks.generator).
+
+    def with_impl(self, impl: str) -> Generator:
+        return self.clone(synthesis_kwargs={**dict(self.synthesis_kwargs or {}), "impl": impl}, parent=None)
+
+    def with_compute_dtype(self, dtype: Any) -> Generator:
+        """The ``use_fp16`` (highest-resolution) layers compute in ``dtype`` (e.g. 'bfloat16'); None = float32."""
+        return self.clone(synthesis_kwargs={**dict(self.synthesis_kwargs or {}), "fp16_dtype": dtype}, parent=None)
+
+    def to_config(self) -> dict:
+        kwargs = {f: getattr(self, f) for f in GENERATOR_FIELDS}
+        kwargs["synthesis_kwargs"] = {k: v for k, v in dict(self.synthesis_kwargs or {}).items()
+                                      if k not in ("impl", "fp16_dtype")}
+        return {"class": self.config_class, "kwargs": kwargs}
+
+    @classmethod
+    def from_config(cls, kwargs: dict, impl: str = "fast") -> Generator:
+        kwargs = dict(kwargs)
+        unknown = set(kwargs) - set(GENERATOR_FIELDS)
+        if unknown:
+            raise ValueError(f"generator config has unknown fields {sorted(unknown)}")
+        kwargs["synthesis_kwargs"] = {**dict(kwargs.get("synthesis_kwargs") or {}), "impl": impl}
+        return cls(**kwargs)
+
+    @classmethod
+    def build(cls, cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0, img_resolution: int = 256,
+              img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
+              impl: str = "fast", **synthesis_overrides: Any) -> Generator:
+        """StyleGAN3-T (``'t'``) or -R (``'r'``); ``synthesis_overrides`` are ``SynthesisNetwork`` fields."""
+        kw = stylegan3_synthesis_kwargs(cfg, channel_base, channel_max, impl=impl, **synthesis_overrides)
+        return cls(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                   mapping_layers=mapping_layers, synthesis_kwargs=kw)
+
+
+# Generator fields that describe the architecture (saved with every checkpoint).
+GENERATOR_FIELDS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_layers",
+                    "mapping_lr_multiplier", "w_avg_beta", "synthesis_kwargs")
+
+
+def stylegan3_synthesis_kwargs(cfg: str, channel_base: int = 32768, channel_max: int = 512, **overrides) -> dict:
+    """Synthesis kwargs of the two StyleGAN3 configurations.
+
+    ``'t'``: translation equivariant, 3x3 convs, separable Kaiser filters.
+    ``'r'``: rotation equivariant, 1x1 convs, radially symmetric jinc downsampling filters and
+    twice the channels (the official training script doubles channel_base and channel_max).
+    """
+    if cfg == "t":
+        kw = dict(channel_base=channel_base, channel_max=channel_max)
+    elif cfg == "r":
+        kw = dict(channel_base=channel_base * 2, channel_max=channel_max * 2, conv_kernel=1, use_radial_filters=True)
+    else:
+        raise ValueError(f"unknown StyleGAN3 config {cfg!r}; expected 't' or 'r'")
+    kw.update(overrides)
+    return kw
+
 
 
 # Official SynthesisNetwork / SynthesisLayer constructor arguments we accept (the rest are errors).

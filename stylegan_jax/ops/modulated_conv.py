@@ -1,10 +1,13 @@
 """Modulated convolution (StyleGAN2/3): per-sample style scaling of a shared weight, with optional
-demodulation, computed for the whole batch at once."""
+demodulation and upsampling, computed for the whole batch at once. The one implementation both generators use."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+
+from stylegan_jax.ops.upfirdn2d import filter_size, upfirdn2d
 
 
 def conv2d(x: jnp.ndarray, w: jnp.ndarray, padding: int = 0, stride: int = 1) -> jnp.ndarray:
@@ -27,6 +30,45 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, padding: int = 0, stride: int = 1) ->
     )
 
 
+def conv2d_up(x: jnp.ndarray, w: jnp.ndarray, f: np.ndarray, up: int = 2, padding: int = 0) -> jnp.ndarray:
+    """Convolution with ``up``-times upsampling, as the official ``conv2d_resample(up=up)`` computes it.
+
+    A stride-``up`` transposed convolution (the kernel scattered onto every input pixel, which is the
+    zero-inserted image *convolved* with the kernel) followed by the low-pass filter ``f``.
+    ``padding`` is the symmetric padding of the equivalent plain convolution of the upsampled image
+    (``kernel // 2`` keeps the output at exactly ``up`` times the input size).
+
+    Args:
+      x: ``[N, H, W, I]``.
+      w: ``[kh, kw, I, O]`` kernel, in the same orientation as for a stride-1 ``conv2d``.
+      f: 1-D (separable) or 2-D low-pass filter with unit DC gain (NumPy constant).
+      up: upsampling factor.
+      padding: padding with respect to the upsampled image.
+
+    Returns:
+      ``[N, H * up + 2 * padding - kh + 1, W * up + 2 * padding - kw + 1, O]``.
+    """
+    kh, kw = w.shape[:2]
+    fw, fh = filter_size(f)
+    # Total padding around the upsampled image, split so the filter sits centred (official arithmetic),
+    # then expressed relative to the transposed convolution's full output.
+    px0 = padding + (fw + up - 1) // 2 - (kw - 1)
+    px1 = padding + (fw - up) // 2 - (kw - up)
+    py0 = padding + (fh + up - 1) // 2 - (kh - 1)
+    py1 = padding + (fh - up) // 2 - (kh - up)
+    # Whatever both sides would crop is cropped by the transposed convolution itself.
+    pxt = max(min(-px0, -px1), 0)
+    pyt = max(min(-py0, -py1), 0)
+    # Transposed conv = zero insertion (lhs dilation) + full padding + correlation with the flipped kernel.
+    precision = lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    y = lax.conv_general_dilated(
+        x, jnp.flip(w, axis=(0, 1)).astype(x.dtype), window_strides=(1, 1),
+        padding=[(kh - 1 - pyt, kh - 1 - pyt), (kw - 1 - pxt, kw - 1 - pxt)], lhs_dilation=(up, up),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
+    )
+    return upfirdn2d(y, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
+
+
 def modulated_conv2d(
     x: jnp.ndarray,
     weight: jnp.ndarray,
@@ -34,42 +76,54 @@ def modulated_conv2d(
     demodulate: bool = True,
     padding: int = 0,
     input_gain: jnp.ndarray | float | None = None,
+    up: int = 1,
+    resample_filter: np.ndarray | None = None,
+    prenormalize: bool = True,
 ) -> jnp.ndarray:
     """Convolve each sample with the shared weight modulated by that sample's styles.
 
     The per-sample kernel is ``w'[n,kh,kw,i,o] = w[kh,kw,i,o] * s[n,i] * g[n,i] * d[n,o]`` with
-    ``d`` the demodulation coefficients. Instead of materialising a kernel per sample (a grouped
-    convolution), the same result is computed as ``conv(x * s * g, w) * d``: the styles scale the
-    input channels and the demodulation scales the output channels. One batched convolution with
-    a shared kernel is what CPU and GPU convolution libraries run fastest.
+    ``d[n,o] = 1 / sqrt(sum_{kh,kw,i} (w * s)^2 + 1e-8)`` the demodulation coefficients. Instead of
+    materialising a kernel per sample (a grouped convolution), the same result is computed as
+    ``conv(x * s * g, w) * d``: the styles scale the input channels and the demodulation scales the output
+    channels. One batched convolution with a shared kernel is what CPU and GPU convolution libraries run fastest;
+    the official fused (grouped) and unfused paths are this same math.
 
     Args:
       x: ``[N, H, W, I]`` input.
       weight: ``[kh, kw, I, O]`` shared kernel.
       styles: ``[N, I]`` per-sample input channel scales.
-      demodulate: normalise each output channel of each sample's kernel to unit L2 norm. Before
-        that, the weight (per output channel) and the styles (globally) are pre-normalised by their
-        RMS, which keeps the intermediate products in a safe range for low precision.
-      padding: symmetric zero padding.
+      demodulate: normalise each output channel of each sample's kernel to unit L2 norm.
+      padding: symmetric zero padding (of the upsampled image when ``up > 1``).
       input_gain: scale for the input channels applied after demodulation (scalar, ``[I]`` or
         ``[N, I]``), e.g. StyleGAN3's ``1 / sqrt(magnitude_ema)``.
+      up: 1, or the upsampling factor (StyleGAN2: a transposed convolution followed by ``resample_filter``).
+      resample_filter: low-pass filter for upsampling (required when ``up > 1``).
+      prenormalize: with demodulation, first divide the weight (per output channel) and the styles (globally)
+        by their RMS, as the official StyleGAN3 code does (it keeps the products in range for low precision;
+        demodulation makes the result the same up to rounding). The official StyleGAN2 code does not in float32.
 
     Returns:
-      ``[N, H + 2 * padding - kh + 1, W + 2 * padding - kw + 1, O]``.
+      ``[N, H * up + 2 * padding - kh + 1, W * up + 2 * padding - kw + 1, O]``.
     """
     n, _, _, in_ch = x.shape
     kh, kw, w_in, out_ch = weight.shape
     if w_in != in_ch:
-        raise ValueError(f"modulated_conv2d: input has {in_ch} channels, weight expects {w_in}")
+        raise ValueError(f"modulated_conv2d: input {tuple(x.shape)} has {in_ch} channels, weight "
+                         f"{tuple(weight.shape)} expects {w_in}")
     if styles.shape != (n, in_ch):
-        raise ValueError(f"modulated_conv2d: styles shape {styles.shape} != (batch, in_channels) = {(n, in_ch)}")
+        raise ValueError(f"modulated_conv2d: styles shape {tuple(styles.shape)} != (batch, in_channels) = "
+                         f"{(n, in_ch)}")
+    if up > 1 and resample_filter is None:
+        raise ValueError("modulated_conv2d: up > 1 needs a resample_filter")
     weight = weight.astype(jnp.float32)
     styles = styles.astype(jnp.float32)
 
     dcoefs = None
     if demodulate:
-        weight = weight * lax.rsqrt(jnp.mean(jnp.square(weight), axis=(0, 1, 2), keepdims=True))
-        styles = styles * lax.rsqrt(jnp.mean(jnp.square(styles)))
+        if prenormalize:
+            weight = weight * lax.rsqrt(jnp.mean(jnp.square(weight), axis=(0, 1, 2), keepdims=True))
+            styles = styles * lax.rsqrt(jnp.mean(jnp.square(styles)))
         # sum_{kh,kw,i} (w * s)^2 = sum_i s[n,i]^2 * sum_{kh,kw} w[.,.,i,o]^2
         wsq = jnp.sum(jnp.square(weight), axis=(0, 1))  # [I, O]
         dcoefs = lax.rsqrt(jnp.dot(jnp.square(styles), wsq, precision=lax.Precision.HIGHEST) + 1e-8)  # [N, O]
@@ -77,7 +131,9 @@ def modulated_conv2d(
     scale = styles
     if input_gain is not None:
         scale = scale * jnp.broadcast_to(jnp.asarray(input_gain, jnp.float32), (n, in_ch))
-    y = conv2d(x * scale[:, None, None, :].astype(x.dtype), weight, padding=padding)
+    x = x * scale[:, None, None, :].astype(x.dtype)
+    y = conv2d(x, weight, padding=padding) if up == 1 else conv2d_up(x, weight, resample_filter, up=up,
+                                                                      padding=padding)
     if dcoefs is not None:
         y = y * dcoefs[:, None, None, :].astype(y.dtype)
     return y

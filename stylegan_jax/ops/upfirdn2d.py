@@ -11,7 +11,7 @@ The semantics follow the definition used throughout StyleGAN2/3:
 A 1-D filter is applied separably along W then H; a 2-D filter as one depthwise 2-D convolution.
 
 Two implementations compute the same thing:
-- ``impl="ref"``: the definition, step by step, with ``lax.pad`` and depthwise ``lax.conv``;
+- ``impl="ref"``: the definition, step by step: zero insertion and padding, then depthwise ``lax.conv``;
 - ``impl="fast"`` (default): for separable filters, a polyphase sum of shifted slices that never
   multiplies inserted zeros and never computes samples the downsampling drops. 2-D filters and
   combined up+down resampling fall back to the reference path.
@@ -87,11 +87,29 @@ def _depthwise(x: jnp.ndarray, kernel_hw: jnp.ndarray, stride: tuple[int, int]) 
     )
 
 
+def _zero_insert_pad(x: jnp.ndarray, axis: int, up: int, p0: int, p1: int) -> jnp.ndarray:
+    """Along ``axis``: ``up - 1`` zeros after every sample, then zero padding (``p > 0``) or cropping (``p < 0``).
+
+    The same values as ``lax.pad(x, 0, (p0, p1 + up - 1, up - 1))`` on that axis, written with stack/reshape,
+    slices and non-negative pads: operations every exporter lowers (jax2onnx has no interior padding, and no
+    negative padding on a dynamic batch).
+    """
+    if up > 1:
+        x = jnp.stack([x] + [jnp.zeros_like(x)] * (up - 1), axis=axis + 1)
+        x = x.reshape(x.shape[:axis] + (x.shape[axis] * up,) + x.shape[axis + 2 :])
+    if p0 > 0 or p1 > 0:
+        pads = [(0, 0)] * x.ndim
+        pads[axis] = (max(p0, 0), max(p1, 0))
+        x = jnp.pad(x, pads)
+    # Crops count on the padded axis, as in lax.pad.
+    idx = [slice(None)] * x.ndim
+    idx[axis] = slice(max(-p0, 0), x.shape[axis] - max(-p1, 0))
+    return x[tuple(idx)]
+
+
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain):
-    # 1+2. Zero insertion and padding/cropping in one lax.pad (interior padding inserts the zeros;
-    # the trailing up-1 zeros of the last sample go on the high side; negative values crop).
-    zero = jnp.zeros((), x.dtype)
-    x = lax.pad(x, zero, [(0, 0, 0), (y0, y1 + upy - 1, upy - 1), (x0, x1 + upx - 1, upx - 1), (0, 0, 0)])
+    # 1+2. Zero insertion (the trailing up-1 zeros of the last sample included) and padding/cropping.
+    x = _zero_insert_pad(_zero_insert_pad(x, 1, upy, y0, y1), 2, upx, x0, x1)
     # 3+4. Filter (valid correlation with the flipped filter) and keep every down-th sample.
     if f is None:
         f = jnp.ones([1, 1], jnp.float32)
@@ -250,3 +268,13 @@ def upfirdn2d(
     g = g.astype(np.float32)
     x = _fir_axis_fast(x, g, axis=2, up=upx, down=downx, p0=x0, p1=x1)
     return _fir_axis_fast(x, g, axis=1, up=upy, down=downy, p0=y0, p1=y1)
+
+
+def upsample2d(x: jnp.ndarray, f: np.ndarray, up: int = 2) -> jnp.ndarray:
+    """Zero-insertion upsampling by ``up`` followed by the low-pass ``f``, keeping the signal level.
+
+    The padding centres the filter so that the output is exactly ``up`` times the input size.
+    """
+    fw, fh = filter_size(f)
+    padding = ((fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2)
+    return upfirdn2d(x, f, up=up, padding=padding, gain=up * up)
