@@ -275,10 +275,9 @@ _COMPILED_MAX = 8
 
 
 def is_stylegan2(G: Any) -> bool:
-    """True for a StyleGAN2 generator (noise inputs, no input transform)."""
-    from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
-
-    return isinstance(G, StyleGAN2Generator)
+    """True for a generator without an input transform (the StyleGAN2 baseline). Prefer the generator's own
+    capability flags (``G.has_input_transform``, ``G.has_noise_inputs``; see ``stylegan_jax.networks.generator``)."""
+    return not G.has_input_transform
 
 
 def _random_noise_synthesis(G: Any) -> Callable:
@@ -306,13 +305,12 @@ def _compiled_fns(G: Any) -> dict[str, Callable]:
             "map_trunc": jax.jit(lambda v, z, c, psi, cutoff: G.apply(v, z, c, psi, cutoff, method=G.map),
                                  static_argnums=4),
         }
-        if is_stylegan2(G):
-            # noise_mode static: 'const' and 'none' are different graphs (compiled on first use of each).
-            fns["synthesize"] = jax.jit(lambda v, ws, mode: G.apply(v, ws, noise_mode=mode, method=G.synthesize),
-                                        static_argnums=2)
+        # noise_mode static: 'const' and 'none' are different graphs for generators with noise inputs (compiled on
+        # first use of each); t is None for generators without an input transform.
+        fns["synthesize"] = jax.jit(lambda v, ws, t, mode: G.apply(v, ws, t, noise_mode=mode, method=G.synthesize),
+                                    static_argnums=3)
+        if G.has_noise_inputs:
             fns["synthesize_random"] = jax.jit(_random_noise_synthesis(G))
-        else:
-            fns["synthesize"] = jax.jit(lambda v, ws, t: G.apply(v, ws, t, method=G.synthesize))
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = fns
@@ -359,10 +357,8 @@ class Sampler:
     """
 
     def __init__(self, G: Any, variables: dict, batch_size: int = 8):
-        self.stylegan2 = is_stylegan2(G)
-        # A StyleGAN2 generator without noise inputs (use_noise=False) has no buffers at all.
-        required = ("params", "ema") if self.stylegan2 else ("params", "ema", "buffers")
-        for collection in required:
+        # A generator without buffers (StyleGAN2 with use_noise=False) has no 'buffers' collection at all.
+        for collection in ("params", "ema"):
             if collection not in variables:
                 raise ValueError(f"Sampler: variables lack the {collection!r} collection (have {sorted(variables)})")
         if batch_size < 1:
@@ -395,6 +391,21 @@ class Sampler:
     @property
     def w_dim(self) -> int:
         return int(self.G.w_dim)
+
+    @property
+    def has_input_transform(self) -> bool:
+        """Does the generator take translate / rotate (StyleGAN3's Fourier-feature input)?"""
+        return self.G.has_input_transform
+
+    @property
+    def has_noise_inputs(self) -> bool:
+        """Does ``noise_mode`` matter (StyleGAN2's per-pixel noise)?"""
+        return self.G.has_noise_inputs
+
+    @property
+    def stylegan2(self) -> bool:
+        """Older spelling of ``not has_input_transform``; use the capability flags instead."""
+        return not self.G.has_input_transform
 
     @property
     def num_ws(self) -> int:
@@ -488,7 +499,7 @@ class Sampler:
                         ) -> np.ndarray | None:
         """The 3x3 matrix handed to a StyleGAN3 synthesis input (:func:`make_transform` ``(translate, rotate)``, or
         ``transform`` if given). StyleGAN2 has no input transform: None for the identity, else ``ValueError``."""
-        if not self.stylegan2:
+        if self.G.has_input_transform:
             t = make_transform(translate, rotate) if transform is None else np.asarray(transform, np.float64)
             if t.shape != (3, 3):
                 raise ValueError(f"transform must be a 3x3 matrix, got shape {t.shape}")
@@ -532,16 +543,29 @@ class Sampler:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
         t = self.input_transform(translate, rotate, transform)
-        if not self.stylegan2:
-            t = jnp.asarray(t, jnp.float32)
-            imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, t), self.batch_size, ws)
-        elif mode == "random":
+        t = None if t is None else jnp.asarray(t, jnp.float32)
+        if mode == "random" and self.G.has_noise_inputs:
             seeds = self._noise_seeds(noise_seeds, ws.shape[0])
             imgs = _chunked(lambda w_, s_: self._fns["synthesize_random"](self.variables, w_, s_), self.batch_size,
                             ws, seeds)
         else:
-            imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, mode), self.batch_size, ws)
+            mode = mode if self.G.has_noise_inputs else "const"  # one compiled graph when noise does not matter
+            imgs = _chunked(lambda w_: self._fns["synthesize"](self.variables, w_, t, mode), self.batch_size, ws)
         return denormalize(imgs) if to_uint8 else imgs
+
+    def synthesis_fn(self, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0, transform: Any = None,
+                     noise_mode: str | None = None) -> Callable[[Any, jnp.ndarray], jnp.ndarray]:
+        """A pure, traceable ``(variables, ws [N, num_ws, w_dim]) -> float32 NCHW images`` for use inside
+        ``jax.jit`` / ``jax.grad`` (e.g. optimising ws, or StyleGAN2's ``noise_const`` buffers, which it reads
+        from ``variables['buffers']``). Same transform rules as :meth:`synthesize`; ``noise_mode`` ``'const'``
+        (default) or ``'none'`` (``'random'`` needs per-row seeds: use :meth:`synthesize`)."""
+        mode = self._check_noise_mode(noise_mode)
+        if mode == "random":
+            raise ValueError("synthesis_fn: noise_mode='random' is not supported here; use 'const' or 'none'")
+        t = self.input_transform(translate, rotate, transform)
+        t = None if t is None else jnp.asarray(t, jnp.float32)
+        G = self.G
+        return lambda v, ws: G.apply(v, ws, t, noise_mode=mode, method=G.synthesize)
 
     def images_from_z(self, z: Any, c: Any = None, psi: float = 1.0, translate: Sequence[float] = (0.0, 0.0),
                       rotate: float = 0.0, noise_mode: str | None = None, truncation_cutoff: int | None = None,
@@ -635,13 +659,27 @@ class Sampler:
         keys = parse_range(seeds)
         if len(keys) < 2:
             raise ValueError(f"interpolation needs at least two seeds, got {keys}")
+        self._check_noise_mode(noise_mode)
+        self.input_transform(translate, rotate)
+        return self.interpolate_ws(self.ws_from_seeds(keys, psi, class_idx), frames_per_transition, kind, loop,
+                                   translate, rotate, noise_mode, noise_seed=keys[0])
+
+    def interpolate_ws(self, key_ws: Any, frames_per_transition: int = 30, kind: str = "linear", loop: bool = False,
+                       translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0, noise_mode: str | None = None,
+                       noise_seed: int = 0) -> np.ndarray:
+        """:meth:`interpolate` between given keyframe latents ``key_ws [K, num_ws, w_dim]`` (e.g. projected ones,
+        or a mix of those and seeds' ws); with StyleGAN2 ``noise_mode='random'`` every frame draws its noise from
+        ``noise_seed``."""
+        key_ws = np.asarray(key_ws, np.float64)
+        if key_ws.ndim != 3 or key_ws.shape[1:] != (self.num_ws, self.w_dim) or key_ws.shape[0] < 2:
+            raise ValueError(f"interpolation needs at least two keyframes of shape [{self.num_ws}, {self.w_dim}], "
+                             f"got key_ws of shape {key_ws.shape}")
         if frames_per_transition < 1:
             raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
         if kind not in ("linear", "slerp"):
             raise ValueError(f"kind must be 'linear' or 'slerp', got {kind!r}")
         self._check_noise_mode(noise_mode)
         self.input_transform(translate, rotate)
-        key_ws = self.ws_from_seeds(keys, psi, class_idx).astype(np.float64)
         w_avg = self.w_avg.astype(np.float64)
         pairs = list(zip(key_ws[:-1], key_ws[1:], strict=True))
         if loop:
@@ -658,7 +696,7 @@ class Sampler:
         if not loop:
             frames.append(key_ws[-1])
         return self.synthesize(np.stack(frames).astype(np.float32), translate, rotate, noise_mode=noise_mode,
-                               noise_seeds=keys[0])
+                               noise_seeds=noise_seed)
 
     # --- display -------------------------------------------------------------------------------------------
 
