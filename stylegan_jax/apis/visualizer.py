@@ -43,6 +43,7 @@ import collections
 import dataclasses
 import logging
 import math
+import re
 import shlex
 import threading
 import time
@@ -357,11 +358,18 @@ _ACTIVATION_FNS: collections.OrderedDict[tuple, Callable] = collections.OrderedD
 _ACTIVATION_FNS_MAX = 32
 
 
-def _is_synthesis_layer(module: Any) -> bool:
-    from stylegan_jax.networks import stylegan2, stylegan3
+_SG3_LAYER = re.compile(r"input|L\d+_\d+_\d+")    # synthesis/input, synthesis/L3_52_512 (official names)
+_SG2_BLOCK = re.compile(r"b\d+")                   # synthesis/b64/{conv0, conv1, torgb}
 
-    return isinstance(module, stylegan3.SynthesisInput | stylegan3.SynthesisLayer | stylegan2.SynthesisLayer
-                      | stylegan2.ToRGBLayer)
+
+def _is_synthesis_layer(module: Any) -> bool:
+    """A layer of the synthesis network, by its (official, conversion-stable) module path."""
+    path = tuple(module.path)
+    if len(path) < 2 or path[0] != "synthesis":
+        return False
+    if len(path) == 2:
+        return bool(_SG3_LAYER.fullmatch(path[1]))
+    return len(path) == 3 and bool(_SG2_BLOCK.fullmatch(path[1])) and path[2] in ("conv0", "conv1", "torgb")
 
 
 def _layer_name(module: Any) -> str:
