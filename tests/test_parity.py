@@ -27,6 +27,7 @@ KINDS = {
     "loss_32.npz": "losses",
     "ops.npz": "ops",
     "sg3t_32_official_format.pkl": "official pickle",
+    "ada_32.npz": "augmentation",
 }
 LINE = re.compile(r"^(?P<name>.+?)\s+max_abs\s+(?P<abs>\S+)\s+rel\s+(?P<rel>\S+)\s+"
                   r"tol (?P<kind>abs|rel) \S+\s+(ok|FAIL)$")

@@ -13,8 +13,8 @@ def check_shape(x: Any, shape: Sequence[int | None], what: str) -> None:
     """
     got = tuple(x.shape)
     if len(got) != len(shape) or any(s is not None and s != d for s, d in zip(shape, got, strict=True)):
-        want = tuple("N" if s is None else s for s in shape)
-        raise ValueError(f"{what}: expected shape {want}, got {got}")
+        want = ", ".join("N" if s is None else str(s) for s in shape)
+        raise ValueError(f"{what}: expected shape [{want}], got [{', '.join(map(str, got))}]")
 
 
 __all__ = ["check_shape"]
