@@ -40,25 +40,31 @@ def _missing_browser() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def chromium() -> str:
+    """The browser, checked before anything is built: missing, the tests fail in CI and skip elsewhere."""
+    missing = _missing_browser()
+    if missing:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"browser tests must run in CI: {missing}")
+        pytest.skip(missing)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def server(chromium, tmp_path_factory) -> Iterator[Server]:
     workdir = build_workdir(tmp_path_factory.mktemp("vis_browser"))
     with Server(create_app(workdir)) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    missing = _missing_browser()
-    if missing:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"browser tests must run in CI: {missing}")
-        pytest.skip(missing)
+def page(chromium, server, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data dir
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, accept_downloads=True,
+            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_ARGS, accept_downloads=True,
             viewport={"width": 1280, "height": 960})
         try:
             pg = context.new_page()
