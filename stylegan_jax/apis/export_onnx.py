@@ -29,19 +29,13 @@ enough to rebuild the architecture), ``stylegan_jax_version``, ``jax2onnx_versio
 ``inputs`` (comma-separated input names) and, for StyleGAN2, ``noise_mode`` (``'const'``); :func:`read_metadata`
 returns them decoded.
 
-Two things in jax2onnx (0.17) are worked around here, inside :func:`_jax2onnx_patches` (scoped to the export
-and undone afterwards; nothing in ``stylegan_jax.ops`` had to change):
-
-* its ``lax.pad`` lowering raises ``NotImplementedError`` for interior padding (the zero insertion of the
-  reference ``upfirdn2d``) and crashes (``InconclusiveDimensionOperation: Symbolic dimension 'N' used in a
-  context that requires a constant``) on any pad of a tensor with a symbolic batch dimension, because it
-  builds ``ir.Shape(out_aval.shape)`` from the symbolic JAX dims. :class:`_PadPlugin` replaces it (plugin
-  mechanism: ``PLUGIN_REGISTRY['pad']``): interior padding becomes Unsqueeze -> Pad -> Reshape -> Slice,
-  edge padding one ``Pad``, and shapes are stamped through jax2onnx's symbolic-dim helper;
-* its per-equation "is the output connected to the graph" check scans every node built so far, i.e. is
-  quadratic in the graph size (about 70% of a 3 min export of the fast-path generator on 2 cores). The check
-  is replaced by an O(1) one (a value with a producer node is connected) that falls back to the original for
-  producer-less values (inputs, initializers). Graph validity is checked afterwards by ``onnx.checker``.
+The conversion goes through jax2onnx's public API only (``jax2onnx.to_onnx``; tested with jax2onnx 0.17.1, pinned
+``>=0.17.1,<0.18`` in the ``onnx`` extra), with its stock lowerings: nothing of jax2onnx is patched or
+re-registered. The one construct it cannot lower, ``lax.pad`` with interior padding (and negative padding on a
+dynamic batch), is not in the traced graph: the reference ``upfirdn2d`` writes its zero insertion as
+stack/reshape and its crops as slices (the same numbers, bit for bit). Conversions are serialized by a module
+lock, because jax2onnx swaps framework call sites for tracing shims while one runs: exports from several threads
+are correct, one after the other.
 
 After conversion, two graph clean-ups: ``Where(x >= 0, x, x * a)`` (the leaky ReLU as ``bias_act`` writes it)
 becomes ``LeakyRelu(x, alpha=a)`` (bit-exact; ~15% of onnxruntime's CPU time went to those triples), and the
@@ -58,12 +52,12 @@ such switch (its resampling always takes the polyphase path); ``impl`` is ignore
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -116,127 +110,23 @@ def _jax2onnx_version() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# jax2onnx plugin for lax.pad and the connectivity-check speed-up.
+# jax2onnx: public API only (``jax2onnx.to_onnx``), one conversion at a time.
+
+# A jax2onnx conversion swaps framework call sites for tracing shims while it runs (reference-counted, not locked)
+# and imports its plugins on first use; conversions in several threads of one process are serialized here.
+_CONVERT_LOCK = threading.Lock()
 
 
-def _make_pad_plugin() -> Any:
-    """Build the replacement ``lax.pad`` lowering (imports jax2onnx lazily: it is an optional dependency)."""
-    import onnx_ir as ir
-    from jax2onnx.plugins._ir_shapes import _ensure_value_metadata, _stamp_type_and_shape
-    from jax2onnx.plugins.plugin_system import PrimitiveLeafPlugin
+class _UntypedValueFilter(logging.Filter):
+    """Drops onnx_ir's "value type ... is not known ... Skipping serialization" warnings: jax2onnx leaves some
+    intermediate values untyped (hundreds per export); they only lose their optional value_info, and
+    ``onnx.checker``'s full check re-infers every shape afterwards. Installed once, at import."""
 
-    def static_dim(d: Any) -> int | None:
-        try:
-            return int(d)
-        except Exception:  # symbolic jax dimension (the dynamic batch)
-            return None
-
-    class _PadPlugin(PrimitiveLeafPlugin):
-        """``lax.pad`` -> ONNX, with interior padding and symbolic (batch) dimensions."""
-
-        def lower(self, ctx: Any, eqn: Any) -> None:
-            x_var, cval_var = eqn.invars[:2]
-            out_var = eqn.outvars[0]
-            config = [(int(lo), int(hi), int(it)) for lo, hi, it in eqn.params["padding_config"]]
-            b = ctx.builder
-            x = ctx.get_value_for_var(x_var, name_hint=ctx.fresh_name("pad_data"))
-            cval = ctx.get_value_for_var(cval_var, name_hint=ctx.fresh_name("pad_cval"),
-                                         prefer_np_dtype=np.dtype(x_var.aval.dtype))
-            shape = list(x_var.aval.shape)
-            rank = len(shape)
-            dtype = x.dtype or ir.DataType.from_numpy(np.dtype(x_var.aval.dtype))
-
-            def stamp(v: Any, dims: tuple) -> None:
-                # Builder ops come out untyped; without a type onnx_ir drops their value_info (and warns).
-                v.type = ir.TensorType(dtype)
-                _stamp_type_and_shape(v, dims)
-
-            def const(values: list[int], hint: str) -> Any:
-                return b.const_i64(ctx.fresh_name(hint), [int(v) for v in values])
-
-            # JAX applies interior padding first, then the (possibly negative) edge padding.
-            for ax, (_, _, interior) in enumerate(config):
-                if interior == 0:
-                    continue
-                n = static_dim(shape[ax])
-                later = [static_dim(d) for d in shape[ax + 1:]]
-                if n is None or sum(d is None for d in later) > 1:
-                    raise NotImplementedError(
-                        f"lax.pad: interior padding along axis {ax} of shape {tuple(shape)} needs a static axis "
-                        "and at most one dynamic axis after it")
-                if n == 0:
-                    continue
-                # [.., n, ..] -> [.., n, 1, ..] -> pad the new axis to interior+1 -> merge -> drop the tail zeros.
-                u = b.Unsqueeze(x, const([ax + 1], "pad_axis"), _outputs=[ctx.fresh_name("pad_unsq")])
-                stamp(u, tuple(shape[:ax + 1] + [1] + shape[ax + 1:]))
-                pads = [0] * (2 * (rank + 1))
-                pads[rank + 1 + ax + 1] = interior
-                p = b.Pad(u, const(pads, "pad_pads"), cval, mode="constant", _outputs=[ctx.fresh_name("pad_int")])
-                stamp(p, tuple(shape[:ax + 1] + [interior + 1] + shape[ax + 1:]))
-                # Reshape target: 0 copies the (possibly dynamic) leading dims, -1 takes a dynamic trailing one.
-                target = [0] * ax + [n * (interior + 1)] + [-1 if d is None else d for d in later]
-                r = b.Reshape(p, const(target, "pad_shape"), _outputs=[ctx.fresh_name("pad_merge")])
-                stamp(r, tuple(shape[:ax] + [n * (interior + 1)] + shape[ax + 1:]))
-                shape[ax] = n + (n - 1) * interior
-                x = b.Slice(r, const([0], "pad_start"), const([shape[ax]], "pad_end"), const([ax], "pad_axes"),
-                            _outputs=[ctx.fresh_name("pad_trim")])
-                stamp(x, tuple(shape))
-
-            out_spec = ctx.get_value_for_var(out_var, name_hint=ctx.fresh_name("pad_out"))
-            name = getattr(out_spec, "name", None) or ctx.fresh_name("Pad")
-            producer = getattr(out_spec, "producer", lambda: None)
-            if callable(producer) and producer() is not None:
-                name = ctx.fresh_name("Pad")
-            edges = [lo for lo, _, _ in config] + [hi for _, hi, _ in config]
-            if any(edges):
-                result = b.Pad(x, const(edges, "pad_pads"), cval, mode="constant", _outputs=[name])
-            else:
-                result = b.Identity(x, _outputs=[name])
-            stamp(result, tuple(out_var.aval.shape))
-            _ensure_value_metadata(ctx, result)
-            ctx.bind_value_for_var(out_var, result)
-
-    return _PadPlugin
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not known" not in record.getMessage()
 
 
-@contextlib.contextmanager
-def _jax2onnx_patches() -> Iterator[None]:
-    """Install the ``lax.pad`` plugin and the O(1) connectivity check for the duration of one export."""
-    import jax.lax
-    from jax2onnx.converter import output_binding
-    from jax2onnx.plugins.plugin_system import PLUGIN_REGISTRY, import_all_plugins
-
-    import_all_plugins()  # populate the registry first, so that it does not re-register the stock plugin later
-    prim = jax.lax.pad_p.name
-    old_plugin = PLUGIN_REGISTRY.get(prim)
-    plugin = _make_pad_plugin()()
-    plugin.primitive = prim
-    plugin.metadata = dict(getattr(old_plugin, "metadata", None) or {"jaxpr_primitive": prim})
-    # The speed-up targets a private jax2onnx function (tested with 0.17.1): skipped if a release renames it.
-    old_connected = getattr(output_binding, "_value_is_graph_connected", None)
-
-    def connected(ctx: Any, value: Any) -> bool:
-        # Values made by builder ops carry their producer node; only graph inputs and initializers need the scan.
-        return value.producer() is not None or old_connected(ctx, value)
-
-    # onnx_ir warns once per intermediate value jax2onnx left untyped (hundreds per export); such values only
-    # lose their optional value_info, and onnx.checker's full check re-infers every shape afterwards.
-    serde_logger = logging.getLogger("onnx_ir.serde")
-    old_level = serde_logger.level
-    PLUGIN_REGISTRY[prim] = plugin
-    if old_connected is not None:
-        output_binding._value_is_graph_connected = connected
-    serde_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        serde_logger.setLevel(old_level)
-        if old_connected is not None:
-            output_binding._value_is_graph_connected = old_connected
-        if old_plugin is None:
-            PLUGIN_REGISTRY.pop(prim, None)
-        else:
-            PLUGIN_REGISTRY[prim] = old_plugin
+logging.getLogger("onnx_ir.serde").addFilter(_UntypedValueFilter())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -331,7 +221,7 @@ def export_generator(
     names.append(INPUT_PSI)
 
     try:
-        with _jax2onnx_patches():
+        with _CONVERT_LOCK:
             model = to_onnx(fn, specs, model_name="stylegan2_generator" if stylegan2 else "stylegan3_generator",
                             opset=int(opset), input_names=names, output_names=[OUTPUT_IMG])
     except NotImplementedError as e:
