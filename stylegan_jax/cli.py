@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "parity": ("stylegan_jax.parity.cli", "compare our networks with official reference outputs"),
 }
 
+    "augment-preview": ("stylegan_jax.apis.augment_preview_cli", "PNG grid of each ADA augmentation at percentiles"),
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program (not called from Python): enable huge pages for XLA's buffers

@@ -75,6 +75,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.blur_init_sigma = 0.0          # D input blur at start (StyleGAN3-R uses 10).
     c.train.blur_fade_kimg = -1.0          # Blur fade-out in kimg; -1 = official batch * 200 / 32.
     c.train.seed = 0                       # Seed for initialisation and z sampling.
+    # Adaptive discriminator augmentation (ADA). 'auto' = 'ada' for folder and tfds data (the official default,
+    # --aug=ada), 'off' for the synthetic shapes (rendered on demand, 10000 distinct images by default).
+    c.train.augment = "auto"               # 'ada', 'fixed' (p = augment_p throughout), 'off' or 'auto'.
+    c.train.augment_p = 0.0                # Initial p with 'ada', the constant p with 'fixed'.
+    c.train.ada_target = 0.6               # ADA target of E[sign(D(real))] (official --target).
+    c.train.ada_interval = 4               # ADA adjusts p every N iterations.
+    c.train.ada_kimg = 500.0               # ADA speed: p can move by 1 in this many kimg.
+    c.train.augment_spec = "bgc"           # Augmentations (ops.augment.SPECS): blit + geometric + colour.
 
     c.log = ml_collections.ConfigDict()
     c.log.tick_kimg = 4.0                  # Log a line every N kimg.

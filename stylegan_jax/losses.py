@@ -98,6 +98,7 @@ class LossOptions:
     pl_weight: float = 0.0           # Path-length regularization weight; official StyleGAN2 cfg 2, StyleGAN3 0.
     pl_batch_shrink: int = 2         # Greg runs on batch // pl_batch_shrink latents (official default 2).
     pl_decay: float = 0.01           # Rate of the running mean of path lengths (official default 0.01).
+    augment_spec: Any = None         # ops.augment.AugmentSpec of D's input augmentation (ADA); None = none.
 
 
 def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
@@ -205,22 +206,46 @@ def _style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
 
 
 def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndarray,
-                      blur_sigma: jnp.ndarray | float = 0.0, max_blur_sigma: float = 0.0) -> jnp.ndarray:
-    """Logits ``[N, 1]`` of the official ``run_D`` (optional input blur; no augmentation pipeline)."""
-    return D.apply({"params": d_params}, blur_images(img, blur_sigma, max_blur_sigma), c)
+                      blur_sigma: jnp.ndarray | float = 0.0, max_blur_sigma: float = 0.0, *,
+                      augment_spec: Any = None, augment_p: jnp.ndarray | float = 0.0,
+                      augment_rng: jax.Array | None = None) -> jnp.ndarray:
+    """Logits ``[N, 1]`` of the official ``run_D``: optional input blur, then (with ``augment_spec``) the
+    augmentation pipeline at probability ``augment_p`` with draws from ``augment_rng``, then D."""
+    img = blur_images(img, blur_sigma, max_blur_sigma)
+    if augment_spec is not None:
+        from stylegan_jax.ops.augment import augment
+
+        if augment_rng is None:
+            raise ValueError("run_discriminator: augmentation needs an augment_rng")
+        img = augment(img, augment_p, augment_rng, augment_spec)
+    return D.apply({"params": d_params}, img, c)
+
+
+def _augment_kwargs(opts: LossOptions, augment_p: jnp.ndarray | float, augment_rng: jax.Array | None,
+                    which: int) -> dict[str, Any]:
+    """run_discriminator's augmentation arguments for the ``which``-th D call of a phase (own draws per call)."""
+    if opts.augment_spec is None:
+        return {}
+    if augment_rng is None:
+        raise ValueError("phase losses with LossOptions.augment_spec need an augment_rng")
+    return {"augment_spec": opts.augment_spec, "augment_p": augment_p,
+            "augment_rng": jax.random.fold_in(augment_rng, which)}
 
 
 def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_state: Mapping[str, Any],
                 gen_z: jnp.ndarray, gen_c: jnp.ndarray, *, opts: LossOptions = LossOptions(),
                 blur_sigma: jnp.ndarray | float = 0.0, rng: jax.Array | None = None,
+                augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
                 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Gmain: ``mean(softplus(-D(G(z))))``, differentiable w.r.t. ``g_params`` (argnums=2).
 
-    G runs without EMA update (official ``run_G(gen_z, gen_c)``). Returns ``(loss, aux)`` with the fake
-    logits in ``aux['fake_logits']``.
+    G runs without EMA update (official ``run_G(gen_z, gen_c)``). With ``opts.augment_spec``, D sees the fakes
+    augmented at probability ``augment_p`` (the gradient reaches G through the augmentation). Returns
+    ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``.
     """
     img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng)
-    logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma)
+    logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
+                               **_augment_kwargs(opts, augment_p, augment_rng, 0))
     return jnp.mean(g_nonsaturating_loss(logits)), {"fake_logits": logits}
 
 
@@ -264,12 +289,14 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
                 real: jnp.ndarray, real_c: jnp.ndarray, gen_z: jnp.ndarray, gen_c: jnp.ndarray, *,
                 opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
                 rng: jax.Array | None = None, update_emas: bool = True,
+                augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
                 ) -> tuple[jnp.ndarray, tuple[dict[str, jnp.ndarray], dict | None]]:
     """Dmain: ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``, differentiable w.r.t. ``d_params`` (argnums=2).
 
     As in the official phase, G runs with ``update_emas=True`` (unless told otherwise): its images use the
     updated ``magnitude_ema``, and the updated ``ema`` collection is returned for the caller to keep.
-    The fake and the real batch go through D separately (the minibatch-stddev groups never mix them).
+    The fake and the real batch go through D separately (the minibatch-stddev groups never mix them), each
+    augmented with its own draws when ``opts.augment_spec`` is set.
     Returns ``(loss, (aux, new_g_ema))``; ``aux`` holds ``loss_fake``, ``loss_real`` (batch means) and the
     logits.
     """
@@ -277,8 +304,10 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
                                     style_mixing_prob=opts.style_mixing_prob, rng=rng)
     # D's phase never trains G; cutting the graph here keeps the backward pass out of G.
     img = lax.stop_gradient(img)
-    fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma)
-    real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma)
+    fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
+                                    **_augment_kwargs(opts, augment_p, augment_rng, 1))
+    real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
+                                    **_augment_kwargs(opts, augment_p, augment_rng, 2))
     loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
     loss_real = jnp.mean(jax.nn.softplus(-real_logits))
     aux = {"loss_fake": loss_fake, "loss_real": loss_real, "fake_logits": fake_logits, "real_logits": real_logits}
@@ -287,13 +316,16 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
 
 def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarray, *,
                opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
+               augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Dreg: R1 on reals, ``mean(gamma / 2 * ||d(sum D(x)) / dx||^2)``, differentiable w.r.t. ``d_params``
     (argnums=1), a double backward. Without the lazy-regularization gain: the caller multiplies by the
-    interval. The gradient is taken w.r.t. the unblurred real image (the blur is part of ``run_D``).
+    interval. The gradient is taken w.r.t. the real image before blur and augmentation (both are part of
+    ``run_D``, as in the official phase).
     Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']``.
     """
-    d_apply = lambda x, c: run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma)
+    aug = _augment_kwargs(opts, augment_p, augment_rng, 3)
+    d_apply = lambda x, c: run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma, **aug)
     grad, logits = r1_grad(d_apply, real, real_c)
     penalty = jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim)))
     return jnp.mean(penalty) * (opts.r1_gamma / 2), {"r1_penalty": penalty, "real_logits": logits}

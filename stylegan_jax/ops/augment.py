@@ -52,7 +52,7 @@ from jax import lax
 
 from stylegan_jax.ops.upfirdn2d import upfirdn2d
 
-__all__ = ["AugmentSpec", "SPECS", "augment", "filter_bank", "make_spec", "wavelet"]
+__all__ = ["AugmentSpec", "SPECS", "augment", "draw_params", "filter_bank", "make_spec", "wavelet"]
 
 # ----------------------------------------------------------------------------------------------
 # Constants: wavelet low-pass filters (data: the standard coefficients of the sym2 and sym6 wavelets, the ones the
@@ -267,7 +267,9 @@ def _rotate3d(v, theta):
 
 
 def _mm(a, b):
-    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+    """Batched product of small matrices, as elementwise products and a sum (fuses into one loop; a dot per
+    3x3 product would compile to many tiny matmuls)."""
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,21 +277,38 @@ def _mm(a, b):
 
 
 class _Draws:
-    """Random draws of one sample: each call takes a fresh key folded from the sample key and a counter."""
+    """Random draws of one sample: slices of one block of uniforms and one block of normals drawn from the sample
+    key (two generator calls per sample, whatever the number of augmentations: it keeps the program small)."""
+
+    _BLOCK = 48  # more than the pipeline draws of either kind (at most 29 uniforms, 11 normals)
 
     def __init__(self, key: jax.Array):
         self.key = key
-        self.count = 0
+        u = jax.random.uniform(key, (2, self._BLOCK), jnp.float32)
+        self._u = u[0]
+        # Normals by the inverse CDF of the second block (what jax.random.normal computes), in the same draw.
+        lo = np.nextafter(np.float32(-1), np.float32(0))
+        self._n = np.float32(np.sqrt(2)) * jax.scipy.special.erfinv(jnp.maximum(u[1] * 2 - 1, lo))
+        self._iu = self._in = 0
 
-    def _next(self) -> jax.Array:
-        self.count += 1
-        return jax.random.fold_in(self.key, self.count)
+    @staticmethod
+    def _take(block, i, shape):
+        size = int(np.prod(shape, dtype=int))
+        if i + size > block.shape[0]:
+            raise AssertionError("augment: more random draws than _Draws._BLOCK")
+        return block[i:i + size].reshape(shape), i + size
 
     def uniform(self, shape=()) -> jnp.ndarray:
-        return jax.random.uniform(self._next(), shape, jnp.float32)
+        out, self._iu = self._take(self._u, self._iu, shape)
+        return out
 
     def normal(self, shape=()) -> jnp.ndarray:
-        return jax.random.normal(self._next(), shape, jnp.float32)
+        out, self._in = self._take(self._n, self._in, shape)
+        return out
+
+    def normal_image(self, shape) -> jnp.ndarray:
+        """A fresh normal array of any shape (the additive-noise image)."""
+        return jax.random.normal(jax.random.fold_in(self.key, 2), shape, jnp.float32)
 
 
 def _sample_params(spec: AugmentSpec, key: jax.Array, p: jnp.ndarray, pct: jnp.ndarray | None, width: int,
@@ -412,7 +431,7 @@ def _sample_params(spec: AugmentSpec, key: jax.Array, p: jnp.ndarray, pct: jnp.n
         if pct is not None:
             sigma = erfinv(pct) * f32(spec.noise_std)
         out["noise_sigma"] = sigma
-        out["noise"] = r.normal((channels, height, width))
+        out["noise"] = r.normal_image((channels, height, width))
 
     if spec.cutout > 0:
         size = jnp.where(fires(spec.cutout), f32(spec.cutout_size), 0.0)
@@ -572,6 +591,24 @@ def _cutout(images: jnp.ndarray, size: jnp.ndarray, center: jnp.ndarray) -> jnp.
     return images * mask[..., None]
 
 
+def draw_params(shape: tuple[int, int, int, int], p: float | jnp.ndarray, rng: jax.Array,
+                spec: str | Mapping[str, Any] | AugmentSpec = "bgc", *,
+                debug_percentile: float | jnp.ndarray | None = None, sample_index: jnp.ndarray | None = None,
+                **kwargs: Any) -> dict[str, jnp.ndarray]:
+    """The per-sample parameters :func:`augment` draws for images of NCHW ``shape`` (same arguments): ``G_inv``
+    ``[N, 3, 3]`` (output pixel -> input pixel, centred coordinates), ``C`` ``[N, 4, 4]`` (colour), and with the
+    corresponding augmentations ``band_gains [N, 4]``, ``noise_sigma [N]``, ``noise [N, C, H, W]``,
+    ``cutout_size [N]``, ``cutout_center [N, 2]``. For inspecting the draws (tests, rates)."""
+    spec = make_spec(spec, **kwargs)
+    n, channels, height, width = shape
+    p = jnp.asarray(p, jnp.float32)
+    pct = None if debug_percentile is None else jnp.asarray(debug_percentile, jnp.float32)
+    if sample_index is None:
+        sample_index = jnp.arange(n, dtype=jnp.uint32)
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.asarray(sample_index).astype(jnp.uint32))
+    return jax.vmap(lambda k: _sample_params(spec, k, p, pct, width, height, channels))(keys)
+
+
 def augment(images: jnp.ndarray, p: float | jnp.ndarray, rng: jax.Array,
             spec: str | Mapping[str, Any] | AugmentSpec = "bgc", *, debug_percentile: float | jnp.ndarray | None = None,
             sample_index: jnp.ndarray | None = None, **kwargs: Any) -> jnp.ndarray:
@@ -609,11 +646,7 @@ def augment(images: jnp.ndarray, p: float | jnp.ndarray, rng: jax.Array,
 
     dtype = images.dtype
     p = jnp.asarray(p, jnp.float32)
-    pct = None if debug_percentile is None else jnp.asarray(debug_percentile, jnp.float32)
-    if sample_index is None:
-        sample_index = jnp.arange(n, dtype=jnp.uint32)
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.asarray(sample_index).astype(jnp.uint32))
-    params = jax.vmap(lambda k: _sample_params(spec, k, p, pct, width, height, channels))(keys)
+    params = draw_params(images.shape, p, rng, spec, debug_percentile=debug_percentile, sample_index=sample_index)
 
     x = jnp.transpose(images.astype(jnp.float32), (0, 2, 3, 1))  # NHWC inside
     if spec.geometric:
@@ -627,6 +660,6 @@ def augment(images: jnp.ndarray, p: float | jnp.ndarray, rng: jax.Array,
     if spec.cutout > 0:
         x = _cutout(x, params["cutout_size"], params["cutout_center"])
     out = jnp.transpose(x, (0, 3, 1, 2)).astype(dtype)
-    if pct is None:
+    if debug_percentile is None:
         out = jnp.where(p > 0, out, images)
     return out

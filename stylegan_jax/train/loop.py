@@ -59,8 +59,8 @@ from stylegan_jax.models import build_generator, generator_config
 from stylegan_jax.train import distributed
 
 # TrainState fields newer than the first checkpoint format; a checkpoint without them resumes with their initial
-# values (they only matter for path-length regularization, which older runs did not use).
-ADDED_STATE_FIELDS = ("g_reg_steps", "pl_mean", "last_pl_penalty")
+# values (path-length regularization and ADA, which older runs did not use; ADA restarts at train.augment_p).
+ADDED_STATE_FIELDS = ("g_reg_steps", "pl_mean", "last_pl_penalty", "ada_p", "ada_sign_sum", "ada_sign_count")
 
 # Fields of the printed tick line after kimg / step / timing: (metrics key, label, format). Absent keys are skipped.
 TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
@@ -68,6 +68,7 @@ TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
     ("Loss/D", "D", "7.4f"),
     ("Loss/r1", "R1", "8.4f"),
     ("Loss/pl_penalty", "PL", "8.4f"),
+    ("Progress/augment", "augment", "6.3f"),
 ]
 
 
@@ -231,6 +232,7 @@ class Run:
     checked: int = 0  # entries of ``pending`` whose finite flag was read
     tick_start: float = 0.0  # perf_counter at the start of the tick
     tick_start_step: int = 0  # step at the start of the tick
+    reals: Any = None  # NCHW training images of images/reals.png (and reals_augmented.png), process 0
 
     @property
     def batch_size(self) -> int:
@@ -449,7 +451,25 @@ def save_grids(run: Run, tag: str | None = None) -> None:
     if run.is_main:
         tag = tag or f"{int(round(run.kimg() * 1000)):08d}"
         _grid_png(images, run.workdir / "images" / f"fakes_{tag}.png", run.config.log.grid_size)
+        save_reals(run)
     distributed.sync("grid written")
+
+
+def save_reals(run: Run) -> None:
+    """``images/reals.png`` (a fixed choice of training images, written once) and, when D sees augmented images,
+    ``images/reals_augmented.png``: the same images through the augmentation at the current p (process 0 only,
+    on its own device: no collective)."""
+    from stylegan_jax.apis.augment_preview import augment_images, real_grid_images
+
+    c, tc, images = run.config, run.step_fn.config, run.workdir / "images"
+    if run.reals is None:
+        run.reals = real_grid_images(run.data, c.log.grid_size**2, c.train.seed)
+    if not (images / "reals.png").exists():
+        _grid_png(run.reals, images / "reals.png", c.log.grid_size)
+    if tc.augmenting:
+        p = float(host_value(run.state.ada_p))
+        _grid_png(augment_images(run.reals, p, tc.augment_spec, seed=c.train.seed + run.step),
+                  images / "reals_augmented.png", c.log.grid_size)
 
 
 def run_evaluations(run: Run, final: bool = False) -> None:

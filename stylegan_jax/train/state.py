@@ -78,6 +78,12 @@ class TrainConfig:
     pl_decay: float = 0.01                    # Decay of the running mean of path lengths.
     magnitude_ema_beta: float | None = None   # Generator constructor value; None = 0.5 ** (batch / 20000).
     bf16: bool = False                        # bf16 compute in the highest-resolution D blocks (see step.py).
+    augment: str = "off"                      # D input augmentation: 'ada' (adaptive p), 'fixed' (augment_p), 'off'.
+    augment_p: float = 0.0                    # Initial (ada) or constant (fixed) augmentation probability.
+    ada_target: float = 0.6                   # ADA target of E[sign(D(real))] (official --target).
+    ada_interval: int = 4                     # ADA adjusts p every this many iterations (official ada_interval).
+    ada_kimg: float = 500.0                   # ADA: kimg for p to move from 0 to 1 at full speed (official).
+    augment_spec: str = "bgc"                 # Augmentation spec name (ops.augment.SPECS; official StyleGAN3 'bgc').
 
     def __post_init__(self) -> None:
         for name in ("d_reg_interval", "g_reg_interval"):
@@ -91,6 +97,19 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
+        if self.augment not in ("ada", "fixed", "off"):
+            raise ValueError(f"TrainConfig: augment must be 'ada', 'fixed' or 'off', got {self.augment!r}")
+        if not (self.augment_p >= 0 and self.ada_interval >= 1 and self.ada_kimg > 0):
+            raise ValueError(f"TrainConfig: need augment_p >= 0, ada_interval >= 1, ada_kimg > 0; got "
+                             f"{self.augment_p}, {self.ada_interval}, {self.ada_kimg}")
+        from stylegan_jax.ops.augment import make_spec
+
+        make_spec(self.augment_spec)  # an unknown spec name fails here, naming it
+
+    @property
+    def augmenting(self) -> bool:
+        """Whether D sees augmented images (official: a pipeline exists when ADA is on or the fixed p > 0)."""
+        return self.augment == "ada" or (self.augment == "fixed" and self.augment_p > 0)
 
     @property
     def resolved_ema_kimg(self) -> float:
@@ -121,7 +140,12 @@ class TrainConfig:
                            blur_init_sigma=float(self.blur_init_sigma),
                            blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0,
                            pl_weight=float(self.pl_weight), pl_batch_shrink=int(self.pl_batch_shrink),
-                           pl_decay=float(self.pl_decay))
+                           pl_decay=float(self.pl_decay), augment_spec=self._augment_spec())
+
+    def _augment_spec(self):
+        from stylegan_jax.ops.augment import make_spec
+
+        return make_spec(self.augment_spec) if self.augmenting else None
 
     @classmethod
     def from_config(cls, config: Any) -> TrainConfig:
@@ -147,7 +171,19 @@ class TrainConfig:
             g_reg_interval=None if g_reg in (None, 0) else int(g_reg), pl_weight=pl_weight,
             pl_batch_shrink=int(get(t, "pl_batch_shrink", 2)), pl_decay=float(get(t, "pl_decay", 0.01)),
             magnitude_ema_beta=get(m, "magnitude_ema_beta", None), bf16=bool(get(m, "bf16", False)),
+            augment=resolve_augment(str(get(t, "augment", "auto")), get(get(config, "data", {}), "source", None)),
+            augment_p=float(get(t, "augment_p", 0.0)),
+            ada_target=float(get(t, "ada_target", 0.6)), ada_interval=int(get(t, "ada_interval", 4)),
+            ada_kimg=float(get(t, "ada_kimg", 500.0)), augment_spec=str(get(t, "augment_spec", "bgc")),
         )
+
+
+def resolve_augment(augment: str, source: str | None) -> str:
+    """``train.augment`` with ``'auto'`` resolved: ``'ada'`` for folder and tfds data (the official default),
+    ``'off'`` otherwise (the synthetic shapes)."""
+    if augment == "auto":
+        return "ada" if source in ("folder", "tfds") else "off"
+    return augment
 
 
 def make_optimizers(tc: TrainConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
@@ -185,6 +221,9 @@ class TrainState:
     last_r1_grad_norm: jnp.ndarray  # Global norm of the last Dreg gradient (gain included).
     pl_mean: jnp.ndarray       # Running mean of path lengths (the official loss's pl_mean buffer); 0 at start.
     last_pl_penalty: jnp.ndarray  # Mean path-length penalty of the last Greg update (reported between reg steps).
+    ada_p: jnp.ndarray         # Augmentation probability p (the official augment_pipe.p); float32 scalar.
+    ada_sign_sum: jnp.ndarray  # ADA: sum of sign(D(real)) since the last p adjustment (Dmain and Dreg reals).
+    ada_sign_count: jnp.ndarray  # ADA: number of real logits in ada_sign_sum.
 
     @property
     def kimg(self) -> jnp.ndarray:
@@ -251,6 +290,8 @@ def create_train_state(G: nn.Module, D: nn.Module, config: Any, rng: jax.Array, 
         g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
         rng=k_steps, last_r1=zero(jnp.float32), last_r1_grad_norm=zero(jnp.float32), pl_mean=zero(jnp.float32),
         last_pl_penalty=zero(jnp.float32),
+        ada_p=jnp.asarray(tc.augment_p if tc.augmenting else 0.0, jnp.float32), ada_sign_sum=zero(jnp.float32),
+        ada_sign_count=zero(jnp.float32),
     )
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -263,6 +304,7 @@ __all__ = [
     "create_train_state",
     "init_variables",
     "make_optimizers",
+    "resolve_augment",
     "official_blur_fade_kimg",
     "official_ema_kimg",
     "official_magnitude_ema_beta",

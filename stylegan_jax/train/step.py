@@ -20,6 +20,12 @@ has no G regularization, so its G phase is ``Gboth`` = ``Gmain``; the StyleGAN2 
    iteration copies G), params ``G_ema = G + (G_ema - G) * ema_beta``, and G's ``ema``/``buffers``
    collections copied into G_ema.
 5. ``cur_nimg += batch``, ``iteration += 1``.
+6. **ADA** (``train.augment='ada'``): D sees every image (Gmain fakes, Dmain fakes and reals, Dreg reals)
+   through ``ops.augment`` at probability ``p = state.ada_p``, each D call with its own draws; R1 is the gradient
+   w.r.t. the real image before augmentation. The signs of the real logits of Dmain and Dreg accumulate in the
+   state; after every ``ada_interval``-th iteration (the official ``batch_idx % ada_interval == 0`` after the
+   increment) ``p = max(p + sign(mean_sign - ada_target) * batch * ada_interval / (ada_kimg * 1000), 0)`` and the
+   accumulator restarts, inside the jitted step. ``'fixed'`` keeps ``p = augment_p``.
 
 Each phase draws its own latents (the official ``all_gen_z`` has one slice per phase), and generators with noise
 inputs (StyleGAN2) draw fresh per-pixel noise in each phase (``losses.noise_key``). Labels of the fakes:
@@ -157,6 +163,8 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     g_tx, d_tx = make_optimizers(tc)
     key = jax.random.fold_in(rng, state.step)
     k_gz, k_gc, k_gmix, k_dz, k_dc, k_dmix = jax.random.split(key, 6)
+    # Augmentation draws: a fold, so the other phases' draws are those of a run without augmentation.
+    aug = {"augment_p": state.ada_p, "augment_rng": jax.random.fold_in(key, 0x41756721)}  # 'Aug!'
     real = batch["real"].astype(jnp.float32)
     real_c = batch["c"].astype(jnp.float32)
     n = real.shape[0]
@@ -182,7 +190,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
 
     def g_loss(p):
         loss, aux = g_main_loss(G, D, p, d_params, g_state, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
-                                rng=k_gmix)
+                                rng=k_gmix, **aug)
         if g_both:
             loss_pl, pl_aux = pl_loss(p, k_greg)
             return loss + loss_pl, {**aux, "loss_main": loss, **pl_aux}
@@ -219,7 +227,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     gen_c = _gen_labels(k_dc, batch)
     (loss_d, (d_aux, g_ema_coll)), d_grads = jax.value_and_grad(d_main_loss, argnums=2, has_aux=True)(
         G, D, d_params, g_params, g_state, real, real_c, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
-        rng=k_dmix, update_emas=True)
+        rng=k_dmix, update_emas=True, **aug)
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, d_params)
     d_params = optax.apply_updates(d_params, d_updates)
     g_state = {**g_state, "ema": g_ema_coll}
@@ -231,7 +239,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
 
         def reg_loss(p):
-            loss, aux = d_reg_loss(D, p, real, real_c, opts=opts, blur_sigma=blur_sigma)
+            loss, aux = d_reg_loss(D, p, real, real_c, opts=opts, blur_sigma=blur_sigma, **aug)
             return loss * gain, aux
 
         (loss_r, r_aux), r_grads = jax.value_and_grad(reg_loss, has_aux=True)(d_params)
@@ -240,6 +248,19 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         last_r1 = jnp.mean(r_aux["r1_penalty"])
         last_r1_grad_norm = global_norm(r_grads)
         finite_terms += [loss_r, r_grads]
+
+    # ADA: accumulate the signs of the real logits (official Loss/signs/real of Dmain and Dreg), adjust p.
+    ada_p, sign_sum, sign_count = state.ada_p, state.ada_sign_sum, state.ada_sign_count
+    if tc.augment == "ada":
+        signs = [jnp.sign(d_aux["real_logits"])] + ([jnp.sign(r_aux["real_logits"])] if do_reg else [])
+        sign_sum = sign_sum + sum(jnp.sum(x.astype(jnp.float32)) for x in signs)
+        sign_count = sign_count + float(sum(x.size for x in signs))
+        adjust_now = (state.step + 1) % tc.ada_interval == 0
+        ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
+        adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
+        ada_p = jnp.where(adjust_now, jnp.maximum(ada_p + adjust, 0.0), ada_p)
+        sign_sum = jnp.where(adjust_now, 0.0, sign_sum)
+        sign_count = jnp.where(adjust_now, 0.0, sign_count)
 
     # G_ema.
     ema_nimg = tc.resolved_ema_kimg * 1000
@@ -258,7 +279,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         g_reg_steps=state.g_reg_steps + (one if do_g_reg and not g_both else 0),
         d_reg_steps=state.d_reg_steps + (one if do_reg else 0), G=g_vars, G_ema=g_ema_vars, D={"params": d_params},
         g_opt_state=g_opt_state, d_opt_state=d_opt_state, last_r1=last_r1, last_r1_grad_norm=last_r1_grad_norm,
-        pl_mean=pl_mean, last_pl_penalty=last_pl)
+        pl_mean=pl_mean, last_pl_penalty=last_pl, ada_p=ada_p, ada_sign_sum=sign_sum, ada_sign_count=sign_count)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
 
     fake, real_logits = d_aux["fake_logits"], d_aux["real_logits"]
@@ -282,6 +303,10 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         "Progress/blur_sigma": blur_sigma,
         "finite": finite,
     }
+    if tc.augmenting:
+        metrics["Progress/augment"] = ada_p                 # official Progress/augment (p after this iteration)
+    if tc.augment == "ada":
+        metrics["Progress/ada_stat"] = ada_stat             # mean sign(D(real)) since the last adjustment
     if tc.pl_weight > 0:
         metrics.update({
             "Loss/pl_penalty": last_pl,                     # official Loss/pl_penalty (raw (length - mean)^2)
