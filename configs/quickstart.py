@@ -17,15 +17,9 @@ def get_config():
     c.data.resolution = 32
     c.train.batch_size = 16
     c.train.total_kimg = 6
-    # R1 weight of the official auto config for this size (StyleGAN2-ADA train.py --cfg=auto:
-    # 0.0002 * resolution^2 / batch = 0.0128); 0.05 held D so smooth that G drew soft blobs.
-    c.train.r1_gamma = 0.0128
+    c.train.r1_gamma = 0.05          # gamma ~ resolution^2: 2 * (32 / 256)^2 ~ 0.03
     c.train.d_reg_interval = 4
     c.train.ema_rampup = 0.05
-    # The StyleGAN3 layers normalise their input by a running mean of its magnitude (magnitude_ema, initialised
-    # to 1). The official half-life, 0.5 ** (batch / 20000) per step = 20 kimg, is longer than this whole run, so
-    # the layers would train with gains ~1 instead of the 1.4-4.5 their inputs need; 0.5 kimg lets it settle.
-    c.model.magnitude_ema_beta = 0.5 ** (c.train.batch_size / 500)
     # No ADA here: in 6 kimg D does not get to memorise 10000 synthetic shapes (ADA's p would stay near 0), while
     # the augmentation pipeline would still run on every D input and lengthen both the compile and each step of
     # what is meant to be a few minutes on a CPU. Folder/tfds data gets ADA by default ('auto'); turn it on here
@@ -35,7 +29,4 @@ def get_config():
     c.log.image_kimg = 1.0
     c.log.checkpoint_kimg = 1.0
     c.log.grid_size = 6
-    c.log.metrics = "shapes"         # synthetic-shapes quality of G_ema (no download) ...
-    c.log.metrics_kimg = 1.0         # ... every kimg: metrics.jsonl, TensorBoard, images/quality.png
-    c.log.metrics_num = 300
     return c
