@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,6 +25,7 @@ def parse_known(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def command(args: argparse.Namespace) -> int:
     from stylegan_jax.config import apply_overrides, load_config
+    from stylegan_jax.train import distributed
     from stylegan_jax.train.loop import TrainingDiverged, train
 
     try:
@@ -34,10 +36,19 @@ def command(args: argparse.Namespace) -> int:
     try:
         summary = train(config, args.workdir, resume=args.resume, stop_after_steps=args.stop_after_steps)
     except TrainingDiverged as e:
-        print(f"stylegan-jax train: stopped: {e}", file=sys.stderr)
+        print(f"{distributed.log_prefix()}stylegan-jax train: stopped: {e}", file=sys.stderr)
         return 3
     except ValueError as e:  # bad data, bad config combinations: reported before training starts
-        print(f"stylegan-jax train: {e}", file=sys.stderr)
+        print(f"{distributed.log_prefix()}stylegan-jax train: {e}", file=sys.stderr)
         return 2
-    print(f"done: {summary['kimg']:.3f} kimg, checkpoints in {summary['workdir']}/checkpoints")
+    except Exception as e:
+        if not distributed.is_peer_failure(e):
+            raise
+        # Another process died: say which, and exit without the exit barrier (it would wait for the dead peer).
+        message = str(e) if isinstance(e, distributed.PeerLost) else distributed.lost_peer_message(e)
+        print(f"{distributed.log_prefix()}stylegan-jax train: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(distributed.LOST_PEER_EXIT_CODE)
+    where = f"{summary['workdir']}/checkpoints"
+    print(f"{distributed.log_prefix()}done: {summary['kimg']:.3f} kimg, checkpoints in {where}", flush=True)
     return 0
