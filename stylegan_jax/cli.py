@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS = {
     "train": ("stylegan_jax.train.cli", "train a StyleGAN3 model (configs/*.py, --config.key=value overrides)"),
     "generate": ("stylegan_jax.apis.generate", "write images, grids, style mixing or interpolations from a checkpoint"),
+    "project": ("stylegan_jax.apis.project_cli", "project an image into the latent space (GAN inversion)"),
     "convert": ("stylegan_jax.convert.cli", "import an official NVIDIA network pickle (nothing in it runs)"),
     "export": ("stylegan_jax.apis.export_onnx", "export the generator of a checkpoint to ONNX"),
     "serve": ("stylegan_jax.apis.server", "HTTP service generating watermarked PNGs from an ONNX model"),

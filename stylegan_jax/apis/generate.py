@@ -7,12 +7,18 @@ Examples::
     stylegan-jax generate --ckpt ckpt --style-mix --rows 0-3 --cols 4-7 --styles 0-6 --outdir out
     stylegan-jax generate --ckpt ckpt --seeds 0,1,2 --interpolate --frames 30 --video out/lerp.gif
     stylegan-jax generate --ckpt sg2_ckpt --seeds 0-7 --noise-mode random --outdir out     # StyleGAN2
+    stylegan-jax generate --ckpt ckpt --ws proj/projected_w.npz --rotate 10 --outdir out  # a projected latent
+    stylegan-jax generate --ckpt ckpt --ws a/projected_w.npz --ws b/projected_w.npz --seeds 3 --interpolate \
+        --video out/ab3.gif                                         # projected latents (then seeds) as keyframes
 
 Per-seed images are written as ``seed0000.png`` ... like the official ``gen_images.py`` (same seeds, same
 pictures for a converted official model; for StyleGAN2 with ``--noise-mode const``, the default). StyleGAN2
 generators have no input transform, so ``--translate`` / ``--rotate`` are refused for them; ``--noise-mode
 random`` draws each image's noise from its seed (see :mod:`stylegan_jax.apis.sampling`), so the same command
-always writes the same pictures. All the work is done by :mod:`stylegan_jax.apis.sampling`.
+always writes the same pictures. ``--ws FILE`` renders a latent written by ``stylegan-jax project``
+(``projected_w.npz``: ``w [num_ws, w_dim]``; a StyleGAN2 projection also stores its optimised noise images, used
+with ``--noise-mode const``) as ``<file stem>.png``; ``--psi`` truncates it towards ``w_avg`` like a seed's ws.
+All the work is done by :mod:`stylegan_jax.apis.sampling`.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which generator weights to sample from (default: G_ema)")
     parser.add_argument("--seeds", type=_range_arg, metavar="LIST",
                         help="random seeds, e.g. '0-7,10' (z = np.random.RandomState(seed).randn(1, z_dim))")
+    parser.add_argument("--ws", dest="ws_files", action="append", default=None, metavar="FILE",
+                        help="render a latent saved by 'stylegan-jax project' (projected_w.npz); repeat for several; "
+                             "with --interpolate they are the first keyframes (then --seeds, if given)")
     parser.add_argument("--psi", "--trunc", dest="psi", type=float, default=1.0,
                         help="truncation psi (1 = none; default 1)")
     parser.add_argument("--cutoff", type=int, default=None,
@@ -105,8 +114,10 @@ def _run(args: argparse.Namespace) -> None:
     if args.style_mix:
         if args.rows is None or args.cols is None:
             raise ValueError("--style-mix needs --rows and --cols (e.g. --rows 0-3 --cols 4-7)")
-    elif args.seeds is None:
-        raise ValueError("--seeds is required (e.g. --seeds 0-7)")
+        if args.ws_files:
+            raise ValueError("--ws cannot be combined with --style-mix")
+    elif args.seeds is None and not args.ws_files:
+        raise ValueError("--seeds is required (e.g. --seeds 0-7), or --ws FILE")
     if args.interpolate and args.video is None and args.outdir is None:
         raise ValueError("--interpolate needs --video FILE or --outdir DIR")
     if not args.interpolate and args.outdir is None:
@@ -135,6 +146,10 @@ def _run(args: argparse.Namespace) -> None:
               f"styles {args.styles})")
         return
 
+    if args.ws_files:
+        _run_ws(args, s, outdir, common)
+        return
+
     if args.interpolate:
         frames = s.interpolate(args.seeds, frames_per_transition=args.frames, kind=args.kind, loop=args.loop,
                                **common)
@@ -147,6 +162,52 @@ def _run(args: argparse.Namespace) -> None:
     for seed, img in zip(args.seeds, imgs, strict=True):
         _save_png(img, outdir / f"seed{seed:04d}.png")
     print(f"wrote {len(imgs)} image(s) seed{args.seeds[0]:04d}.png ... to {outdir}")
+    if args.grid:
+        s.grid(imgs, cols=args.grid_cols).save(outdir / "grid.png")
+        print(f"wrote {outdir / 'grid.png'}")
+
+
+def _truncate(ws: np.ndarray, w_avg: np.ndarray, psi: float, cutoff: int | None) -> np.ndarray:
+    if psi == 1.0:
+        return ws
+    out = ws.copy()
+    layers = slice(None) if cutoff is None else slice(0, cutoff)
+    out[:, layers] = w_avg + psi * (ws[:, layers] - w_avg)
+    return out
+
+
+def _run_ws(args: argparse.Namespace, s, outdir: Path | None, common: dict) -> None:
+    """``--ws FILE ...``: render projected latents, or interpolate through them (then through --seeds)."""
+    from stylegan_jax.apis.projector import load_projected_w, sampler_with_noise
+
+    loaded = [load_projected_w(f, s.num_ws, s.w_dim) for f in args.ws_files]
+    ws = np.stack([w for w, _ in loaded])
+    noise = loaded[0][1]
+    if noise and args.noise_mode == "const":
+        s = sampler_with_noise(s, noise)  # the projection's own noise images (StyleGAN2)
+        if len(loaded) > 1:
+            print(f"using the noise images of {args.ws_files[0]} for every latent")
+    ws = _truncate(ws, s.w_avg, args.psi, args.cutoff)
+    if args.interpolate:
+        keys = ws
+        if args.seeds:
+            keys = np.concatenate([keys, s.ws_from_seeds(args.seeds, args.psi, args.class_idx)])
+        frames = s.interpolate_ws(keys, frames_per_transition=args.frames, kind=args.kind, loop=args.loop,
+                                  translate=args.translate, rotate=args.rotate, noise_mode=args.noise_mode,
+                                  noise_seed=args.seeds[0] if args.seeds else 0)
+        video = Path(args.video) if args.video is not None else outdir / "interpolation.gif"
+        s.save_video(frames, video, fps=args.fps)
+        print(f"wrote {video} ({len(frames)} frames, {len(keys)} keyframes)")
+        return
+    if args.seeds:
+        print("warning: --seeds ignored with --ws (use --interpolate to combine them)", file=sys.stderr)
+    imgs = s.synthesize(ws, args.translate, args.rotate, noise_mode=args.noise_mode)
+    names = [f"{Path(f).stem}.png" for f in args.ws_files]
+    if len(set(names)) < len(names):  # e.g. several runs' projected_w.npz: prefix the directory name
+        names = [f"{Path(f).absolute().parent.name}_{Path(f).stem}.png" for f in args.ws_files]
+    for name, img in zip(names, imgs, strict=True):
+        _save_png(img, outdir / name)
+    print(f"wrote {', '.join(names)} to {outdir}")
     if args.grid:
         s.grid(imgs, cols=args.grid_cols).save(outdir / "grid.png")
         print(f"wrote {outdir / 'grid.png'}")
