@@ -770,3 +770,17 @@ def test_tfds_corrupted_record_stops_before_training_on_it(tfds_dirs: dict[str, 
     with pytest.raises(DatasetError, match=named):
         next(p)  # and it keeps failing, never skips the batch
     p.close()
+
+
+def test_batch_transform_is_the_official_scaling_bit_for_bit():
+    from stylegan_jax.data import ToModelInputs, to_model_images
+
+    images = np.random.RandomState(0).randint(0, 256, (5, 7, 6, 3)).astype(np.uint8)
+    records = [{"image": im[:, ::-1] if k % 2 else im, "label": np.full(2, k, np.float32)}
+               for k, im in enumerate(images)]  # flipped views, as XFlip hands them over
+    stacked = np.stack([r["image"] for r in records])
+    for layout in ("NCHW", "NHWC"):
+        batch = ToModelInputs(layout)(records)
+        np.testing.assert_array_equal(batch.images, to_model_images(stacked, layout))
+        assert batch.images.flags.c_contiguous and batch.images.dtype == np.float32
+        np.testing.assert_array_equal(batch.labels, np.repeat(np.arange(5, dtype=np.float32)[:, None], 2, 1))
