@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "serve": ("stylegan_jax.apis.server", "HTTP service generating watermarked PNGs from an ONNX model"),
     "visualize": ("stylegan_jax.apis.visualize_cli", "browser visualizer of the checkpoints of a training workdir"),
     "metrics": ("stylegan_jax.metrics.cli", "equivariance metrics (EQ-T, EQ-T frac, EQ-R) and FID/KID of a checkpoint"),
+    "shapes-classifier": ("stylegan_jax.metrics.classifier_cli", "train the synthetic-shapes quality classifier"),
     "parity": ("stylegan_jax.parity.cli", "compare our networks with official reference outputs"),
 }
 

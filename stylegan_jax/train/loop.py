@@ -286,10 +286,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[
     data_cfg = {**config.data.to_dict(), "batch_size": batch_size, "seed": config.train.seed}
     data = make_dataset(data_cfg, sharding=NamedSharding(mesh, P("data")))
     G, D = build_networks(config, data.info.c_dim)
-    if config.model.cfg == "stylegan2" and config.log.metrics_kimg > 0 and str(config.log.metrics).strip():
+    metric_names = [m.strip() for m in str(config.log.metrics).split(",") if m.strip()]
+    if config.log.metrics_kimg > 0 and (problem := _metrics_problem(config, metric_names)):
         data.close()
-        raise ValueError(f"log.metrics={config.log.metrics!r}: the equivariance metrics need a StyleGAN3 generator "
-                         "(an input transform); set --config.log.metrics_kimg=0 for model.cfg='stylegan2'")
+        raise ValueError(problem)
     if is_main:
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     replicated = NamedSharding(mesh, P())
@@ -305,16 +305,105 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[
     return run
 
 
+SHAPES_METRIC = "shapes"  # log.metrics name of the synthetic-shapes quality (stylegan_jax.metrics.shape_quality)
+
+
+def _metrics_problem(config: ml_collections.ConfigDict, names: list[str]) -> str | None:
+    """Why ``log.metrics`` cannot run with this config (None if it can)."""
+    from stylegan_jax.metrics.equivariance import METRICS
+
+    unknown = [m for m in names if m not in METRICS and m != SHAPES_METRIC]
+    if unknown:
+        return f"log.metrics: unknown metric(s) {unknown}; choose from {', '.join(METRICS)}, {SHAPES_METRIC}"
+    eq = [m for m in names if m in METRICS]
+    if config.model.cfg == "stylegan2" and eq:
+        return (f"log.metrics={config.log.metrics!r}: the equivariance metrics need a StyleGAN3 generator (an input "
+                f"transform); set --config.log.metrics={SHAPES_METRIC} or --config.log.metrics_kimg=0 for "
+                "model.cfg='stylegan2'")
+    if SHAPES_METRIC in names and config.data.source != "synthetic":
+        return (f"log.metrics: {SHAPES_METRIC!r} measures the built-in synthetic shapes (data.source='synthetic'), "
+                f"not data.source={config.data.source!r}; remove it from --config.log.metrics")
+    if SHAPES_METRIC in names and config.data.resolution < 32:
+        return (f"log.metrics: {SHAPES_METRIC!r} needs data.resolution >= 32 (its classifier works at 32x32), got "
+                f"{config.data.resolution}")
+    return None
+
+
 def evaluations_for(run: Run) -> list[Evaluation]:
-    """The periodic evaluations the config asks for (``log.metrics_kimg``: equivariance of G_ema)."""
+    """The periodic evaluations the config asks for (``log.metrics`` every ``log.metrics_kimg``: equivariance of
+    G_ema, and/or ``shapes``: the synthetic-shapes quality, which also writes ``images/quality.png``)."""
+    from stylegan_jax.metrics.equivariance import METRICS
+
     c = run.config
     out = []
     names = [m.strip() for m in str(c.log.metrics).split(",") if m.strip()]
-    if c.log.metrics_kimg > 0 and names:
-        out.append(Evaluation("equivariance", round(c.log.metrics_kimg * 1000 / run.batch_size),
-                              _equivariance_fn(names),
+    every = round(c.log.metrics_kimg * 1000 / run.batch_size) if c.log.metrics_kimg > 0 else 0
+    eq_names = [m for m in names if m in METRICS]
+    if every and eq_names:
+        out.append(Evaluation("equivariance", every, _equivariance_fn(eq_names),
                               lambda v: "metrics " + "  ".join(f"{k.split('/')[-1]} {x:.2f} dB" for k, x in v.items())))
+    if every and SHAPES_METRIC in names:
+        out.append(Evaluation("shapes", every, _shapes_fn(), _describe_shapes))
     return out
+
+
+def _shapes_fn() -> Callable[[Run, int], dict[str, float]]:
+    evaluator = None
+    history: list[dict] | None = None
+
+    def evaluate(run: Run, step: int) -> dict[str, float]:
+        # Shape quality of G_ema on every process (generation split over the mesh, results replicated); process 0
+        # redraws images/quality.png with every evaluation of this run and of the runs it resumes.
+        nonlocal evaluator, history
+        from stylegan_jax.metrics.plot import quality_plot
+        from stylegan_jax.metrics.shape_quality import ShapeQualityEvaluator
+
+        mesh, c = run.mesh, run.config
+        num = max(2, int(c.log.metrics_num))
+        if evaluator is None:
+            batch = min(64, num) + (-min(64, num)) % mesh.size
+            source = run.data.source
+            evaluator = ShapeQualityEvaluator(run.G, source, num_real=min(len(source), max(1000, num)),
+                                              mesh=mesh if mesh.size > 1 else None, batch_size=batch)
+        quality = evaluator(run.state.G_ema, num, seed=c.train.seed)
+        values = {f"Metrics/{k}": float(v) for k, v in quality.as_dict().items()}
+        if run.is_main:
+            if history is None:
+                history = _metric_history(run.workdir / "metrics.jsonl", "Metrics/shapes_precision",
+                                          run.kimg(run.start_step))
+            history.append({"kimg": run.kimg(), **values})
+            keys = ["Metrics/shapes_precision", "Metrics/shapes_fid"]
+            tmp = run.workdir / "images" / "quality.tmp.png"
+            quality_plot(history, keys, title=f"{run.workdir.name}: G_ema, {num} samples").save(tmp)
+            tmp.replace(run.workdir / "images" / "quality.png")
+        return values
+
+    return evaluate
+
+
+def _metric_history(path: Path, key: str, upto_kimg: float) -> list[dict]:
+    """Earlier records with ``key`` in a run's metrics.jsonl up to ``upto_kimg``, the step this invocation
+    started from: a resumed run continues its curve, a fresh one (step 0) starts a new one."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if key in rec and float(rec.get("kimg", math.inf)) <= upto_kimg:
+            out.append(rec)
+    return out
+
+
+def _describe_shapes(v: dict[str, float]) -> str:
+    from stylegan_jax.metrics.shape_quality import CLASS_NAMES
+
+    hist = " ".join(f"{v[f'Metrics/shapes_{n}']:.2f}" for n in CLASS_NAMES)
+    real = " ".join(f"{v[f'Metrics/shapes_real_{n}']:.2f}" for n in CLASS_NAMES)
+    return (f"shapes precision {v['Metrics/shapes_precision']:.3f}  FID {v['Metrics/shapes_fid']:.3f}  "
+            f"KID {v['Metrics/shapes_kid']:.4f}  {'/'.join(CLASS_NAMES)} {hist} (real {real})")
 
 
 def _equivariance_fn(names: list[str]) -> Callable[[Run, int], dict[str, float]]:
