@@ -9,6 +9,9 @@ and ``D`` are converted to our variables and written as an ordinary checkpoint (
              'official_kwargs': D_kwargs}, 'source': {'pickle': path, 'sha256': ...}, 'training_set_kwargs': ...}
 
 so ``stylegan-jax generate --ckpt CKPT_DIR`` and :func:`stylegan_jax.checkpoint.load_generator` work on it.
+With an ``augment_pipe`` in the pickle (a snapshot of an ADA run), its probability ``p`` becomes the state's
+``ada_p`` (the train state's name for it) and ``meta['augment']`` records ``p`` and the pipe's official kwargs,
+so that resuming from the snapshot keeps its p.
 
 Generators: ``training.networks_stylegan3.Generator`` (StyleGAN3-T and -R) and
 ``training.networks_stylegan2.Generator`` (StyleGAN2, ``generator_config`` class ``'stylegan2.Generator'``);
@@ -185,6 +188,12 @@ def convert_official_pickle(pkl_path: str | Path, out: str | Path, force: bool =
         meta["discriminator"] = {"class": "stylegan2.Discriminator", "official_kwargs": D_kwargs}
     elif pkl.D is None:
         log("note: the pickle has no discriminator D; the checkpoint can sample but not resume training")
+    if pkl.augment_pipe is not None:
+        p = pkl.augment_pipe.state_dict.get("p")
+        if p is None or np.size(p) != 1 or not np.isfinite(p).all() or float(np.ravel(p)[0]) < 0:
+            raise ConvertError(f"{pkl_path}: augment_pipe has no valid scalar buffer 'p' (got {p!r})")
+        state["ada_p"] = np.asarray(p, np.float32).reshape(())
+        meta["augment"] = {"p": float(np.ravel(p)[0]), "official_kwargs": _jsonable(pkl.augment_pipe.init_kwargs)}
 
     # Stage next to the destination (same filesystem, so the final rename is atomic) and swap it in.
     out.parent.mkdir(parents=True, exist_ok=True)
