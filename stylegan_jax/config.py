@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                # Global batch over all devices and hosts.
+    c.train.batch_per_device = 0           # Samples per device at a time (official --batch-gpu); 0 = all its share.
     c.train.total_kimg = 25000.0           # Training length in thousands of real images shown to D.
     c.train.g_lr = 0.0025                  # Generator Adam learning rate.
     c.train.d_lr = 0.002                   # Discriminator Adam learning rate.

@@ -182,7 +182,7 @@ def test_nan_in_params_leaves_state_unchanged(setup, first_steps):
     assert identical(new_state, before)
 
 
-# ---- (a) 1 device vs 8 devices -----------------------------------------------------------------------------
+# ---- (a) 1 device vs 4 / 8 devices -----------------------------------------------------------------------------
 
 SCRIPT = TINY_MODELS + """
 import sys
@@ -191,7 +191,7 @@ import numpy as np
 from stylegan_jax.train.state import create_train_state
 from stylegan_jax.train.step import make_mesh, make_train_step
 
-assert jax.device_count() == 8, jax.devices()
+assert jax.device_count() == int(sys.argv[3]), jax.devices()
 G, D, tc = tiny_models()
 data = np.load(sys.argv[1], allow_pickle=True)
 g_vars, d_vars, batch = data["g"].item(), data["d"].item(), data["batch"].item()
@@ -201,32 +201,55 @@ state = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh, g_variables=g_
 step = make_train_step(G, D, tc, mesh)  # donates the state
 state, metrics = step(state, batch, iteration=0)  # Gmain, Dmain and Dreg
 assert bool(metrics["finite"])
-assert len(state.D["params"]["b8"]["conv0"]["weight"].sharding.device_set) == 8
-assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(state))
+n = len(jax.devices())
+assert n > 1 and len(state.D["params"]["b8"]["conv0"]["weight"].sharding.device_set) == n
+assert all(len(x.sharding.device_set) == n for x in jax.tree.leaves(state))
 out = jax.tree.map(np.asarray, jax.device_get({"G": state.G, "G_ema": state.G_ema, "D": state.D,
                                                "loss_d": metrics["Loss/D"]}))
 np.savez(sys.argv[2], out=np.array(out, dtype=object))
 """
 
 
-@pytest.mark.slow  # ~30 s; sharded training is also checked end to end by test_training.py's slow 8-device run
-def test_one_vs_eight_devices_same_update(setup, first_steps, tmp_path):
-    """The same iteration (with Dreg) on a mesh of 8 simulated CPU devices, in a subprocess, gives the update of
-    the single-device run of this process (first_steps, iteration 0) to float tolerance."""
+# 4 devices in the default suite (~30 s); 8 (one sample per device) in the slow step. Sharded training is also
+# checked end to end by test_training.py's slow 8-device run and test_multihost.py (2 processes x 2 devices).
+@pytest.mark.parametrize("devices", [4, pytest.param(8, marks=pytest.mark.slow)])
+def test_one_vs_n_devices_same_update(setup, first_steps, tmp_path, devices):
+    """The same iteration (with Dreg) on a mesh of 4 or 8 simulated CPU devices, in a subprocess, gives the update
+    of the single-device run of this process (first_steps, iteration 0) to float tolerance."""
     state0 = setup[3]
     state1, metrics0 = first_steps[0][1], first_steps[1][0]
     assert int(metrics0["Progress/reg"]) == 1
     init, result = tmp_path / "init.npz", tmp_path / "result.npz"
     np.savez(init, g=np.array(host(state0.G), dtype=object), d=np.array(host(state0.D), dtype=object),
              batch=np.array(toy_batch(), dtype=object))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(init), str(result)], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    args = [str(init), str(result), str(devices)]
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    eight = np.load(result, allow_pickle=True)["out"].item()
+    many = np.load(result, allow_pickle=True)["out"].item()
     one = host({"G": state1.G, "G_ema": state1.G_ema, "D": state1.D, "loss_d": metrics0["Loss/D"]})
     assert max_abs_diff(one["D"], host(state0.D)) > 1e-4  # the step really moved the weights
-    assert max_abs_diff(eight, one) < 1e-5
+    assert max_abs_diff(many, one) < 1e-5
+
+
+def test_exact_resume_through_a_checkpoint(setup, first_steps, tmp_path):
+    """Iterations 0-2, an orbax checkpoint, a restore into a fresh state (another seed), iterations 3-5: bit for
+    bit the state of the unbroken run (first_steps). The iteration's randomness comes from the restored state."""
+    from stylegan_jax.checkpoint import load_checkpoint, save_checkpoint
+
+    G, D, tc, _, step = setup
+    states, metrics = first_steps
+    save_checkpoint(tmp_path / "ckpt", 3, states[3], {"kimg": 3 * BATCH / 1000})
+    fresh = create_train_state(G, D, tc, jax.random.PRNGKey(123), mesh=make_mesh())
+    assert not identical(fresh, states[3])
+    meta, state = load_checkpoint(tmp_path / "ckpt", target=fresh)
+    assert meta["step"] == 3 and identical(state, states[3])
+    batch = toy_batch()
+    for i in range(3, 6):
+        state, m = step(state, batch, iteration=i)
+        assert identical(host(m), metrics[i])
+    assert identical(state, states[6])
 
 
 def test_state_is_a_pytree(setup):
@@ -234,3 +257,37 @@ def test_state_is_a_pytree(setup):
     assert isinstance(state0, TrainState)
     leaves = jax.tree.leaves(state0)
     assert all(isinstance(x, jax.Array) for x in leaves)
+
+
+# ---- micro-batches (train.batch_per_device, the official --batch-gpu) ----------------------------------------
+
+
+def test_micro_batches_give_the_update_of_one_batch(setup):
+    """4 micro-batches of 2 (gradient accumulation in the step) = one batch of 8, for an iteration with Dreg:
+    the minibatch-stddev groups (size 2) are the same samples (strided micro-batches), every loss is a per-sample
+    mean, and G's EMAs take the whole batch's statistics. With magnitude_ema_beta=1 the images do not depend on
+    the batch statistics either, so the math says the updates are equal; they are, to float tolerance."""
+    from stylegan_jax.models import build_generator
+    from stylegan_jax.train.step import micro_rounds
+
+    _, D, tc, _, _ = setup
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=2, img_resolution=8, img_channels=1, channel_base=32,
+                        channel_max=4, mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2,
+                        magnitude_ema_beta=1.0)
+    mesh = make_mesh()
+    state0 = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    out = {}
+    for per_device in (0, 2):
+        step = make_train_step(G, D, tc, mesh, donate=False, batch_per_device=per_device)
+        assert step.micro_rounds == (1 if per_device == 0 else 4)
+        state, metrics = step(state0, toy_batch(), iteration=0)
+        out[per_device] = host({"state": state, "metrics": {k: v for k, v in metrics.items() if k != "finite"}})
+        assert bool(metrics["finite"]) and int(metrics["Progress/reg"]) == 1
+    assert max_abs_diff(out[0]["state"].D, host(state0.D)) > 1e-4  # the step moved the weights
+    assert max_abs_diff(out[0]["state"].G["ema"], host(state0.G["ema"])) > 1e-6  # and w_avg
+    assert max_abs_diff(out[0], out[2]) < 2e-6
+    with pytest.raises(ValueError, match="batch_per_device=3 must divide the 8 samples"):
+        micro_rounds(8, 1, 3)
+    with pytest.raises(ValueError, match="not a multiple of model.mbstd_group_size=4"):
+        micro_rounds(12, 1, 6, mbstd_group=4)
+    assert micro_rounds(32, 8, 4) == 1 and micro_rounds(32, 2, 4) == 4

@@ -149,14 +149,61 @@ def _gen_labels(key: jax.Array, batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray
     return jax.random.permutation(key, c, axis=0)
 
 
+def _micro_split(x: jnp.ndarray, rounds: int) -> jnp.ndarray:
+    """``[n, ...] -> [rounds, n / rounds, ...]``, micro-batch ``r`` = rows ``r, r + rounds, r + 2 rounds, ...``.
+
+    Strided, not contiguous: with the batch sharded in contiguous blocks over the devices, every micro-batch then
+    takes ``n / rounds / devices`` rows of each device (no data moves), and a minibatch-stddev group of the
+    micro-batch (members ``m / G`` apart) holds the same samples as in the whole batch (members ``n / G`` apart)."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // rounds, rounds, *x.shape[1:]), 0, 1)
+
+
+def _micro_merge(x: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of ``_micro_split`` for per-sample outputs ``[rounds, m, ...] -> [rounds * m, ...]``."""
+    return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def value_and_grad_micro(loss_fn: Any, params: Any, inputs: Any, rounds: int, mean_keys: tuple[str, ...] = ()):
+    """``((loss, aux), grads)`` of ``loss_fn(params, inputs, r) -> (loss, aux)`` over ``rounds`` micro-batches
+    (gradient accumulation; ``r`` is the round, None for one round).
+
+    ``inputs`` is a pytree of per-sample arrays (batch on axis 0) cut by :func:`_micro_split`; a ``lax.scan``
+    runs the rounds one after the other, so only one micro-batch's activations are alive at a time. The loss
+    and gradients are the means over the rounds (the whole batch's mean when the loss is a per-sample mean);
+    ``aux`` entries: per-sample arrays are put back in batch order, scalars averaged, and top-level entries
+    named in ``mean_keys`` (e.g. EMA collections) averaged leaf by leaf."""
+    if rounds == 1:
+        return jax.value_and_grad(lambda p: loss_fn(p, inputs, None), has_aux=True)(params)
+    micro = jax.tree.map(lambda x: _micro_split(x, rounds), inputs)
+
+    def body(carry, xs):
+        r, mb = xs
+        (loss, aux), grads = jax.value_and_grad(lambda p: loss_fn(p, mb, r), has_aux=True)(params)
+        return jax.tree.map(jnp.add, carry, (loss, grads)), aux
+
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    (loss, grads), auxs = jax.lax.scan(body, zero, (jnp.arange(rounds), micro))
+    mean = lambda x: jnp.mean(x, axis=0)
+    aux = {k: jax.tree.map(mean if k in mean_keys else (lambda x: mean(x) if x.ndim == 1 else _micro_merge(x)), v)
+           for k, v in auxs.items()}
+    return (loss / rounds, aux), jax.tree.map(lambda g: g / rounds, grads)
+
+
 def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
-               rng: jax.Array | None, do_reg: bool, do_g_reg: bool = False,
+               rng: jax.Array | None, do_reg: bool, do_g_reg: bool = False, micro_rounds: int = 1,
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One iteration (see the module docstring), a pure function; ``do_reg`` (static) adds the Dreg phase,
     ``do_g_reg`` (static) the Greg phase.
 
     The iteration's randomness is ``fold_in(rng, state.step)`` with ``rng = state.rng`` when None, so a run
     is a function of (seed, data) and resumes exactly from a saved state.
+
+    ``micro_rounds`` (static) > 1 accumulates every phase's gradient over that many micro-batches
+    (:func:`value_and_grad_micro`; the official ``--batch-gpu``). Latents and labels are drawn for the whole batch
+    as with one round; draws made inside a phase (style mixing, noise inputs, augmentation, path-length noise)
+    are folded with the round. G's EMAs (``w_avg``, ``magnitude_ema``) become the mean over the rounds of each
+    round's update from the iteration's start: the update of the whole batch's statistics (they are affine in
+    them), while each round's images are normalized with its own update, as each official GPU does.
     """
     rng = state.rng if rng is None else rng
     opts = tc.loss_options()
@@ -174,29 +221,35 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     g_params, d_params = state.G["params"], state.D["params"]
     finite_terms: list[Any] = []
 
-    def pl_loss(p, k_reg):
-        # Greg on its own latents and labels (the official all_gen_z / all_gen_c slice of the phase).
-        k_z, k_c, k_run = jax.random.split(k_reg, 3)
-        z = jax.random.normal(k_z, (n, G.z_dim), jnp.float32)
-        return g_pl_loss(G, p, g_state, z, _gen_labels(k_c, batch), state.pl_mean, opts=opts, rng=k_run)
+    rounds = int(micro_rounds)
+    rkey = lambda k, r: k if r is None else jax.random.fold_in(k, r)  # a phase's own draws in round r
+    raug = lambda r: {**aug, "augment_rng": rkey(aug["augment_rng"], r)}
 
     # The key of Greg: a fold, so the draws of the other phases are those of a run without path-length reg.
     k_greg = jax.random.fold_in(key, 0x47726567)  # 'Greg'
     g_both = do_g_reg and tc.g_reg_interval is None
+    # Greg's own latents and labels (the official all_gen_z / all_gen_c slice of the phase).
+    k_plz, k_plc, k_plrun = jax.random.split(k_greg, 3)
+    pl_in = ({"pl_z": jax.random.normal(k_plz, (n, G.z_dim), jnp.float32), "pl_c": _gen_labels(k_plc, batch)}
+             if do_g_reg else {})
+
+    def pl_loss(p, mb, r):
+        return g_pl_loss(G, p, g_state, mb["pl_z"], mb["pl_c"], state.pl_mean, opts=opts, rng=rkey(k_plrun, r))
 
     # Gmain (official Gboth when the path-length penalty is not lazy).
     gen_z = jax.random.normal(k_gz, (n, G.z_dim), jnp.float32)
     gen_c = _gen_labels(k_gc, batch)
 
-    def g_loss(p):
-        loss, aux = g_main_loss(G, D, p, d_params, g_state, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
-                                rng=k_gmix, **aug)
+    def g_loss(p, mb, r):
+        loss, aux = g_main_loss(G, D, p, d_params, g_state, mb["z"], mb["c"], opts=opts, blur_sigma=blur_sigma,
+                                rng=rkey(k_gmix, r), **raug(r))
         if g_both:
-            loss_pl, pl_aux = pl_loss(p, k_greg)
+            loss_pl, pl_aux = pl_loss(p, mb, r)
             return loss + loss_pl, {**aux, "loss_main": loss, **pl_aux}
         return loss, {**aux, "loss_main": loss}
 
-    (_, g_aux), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g_params)
+    g_in = {"z": gen_z, "c": gen_c, **(pl_in if g_both else {})}
+    (_, g_aux), g_grads = value_and_grad_micro(g_loss, g_params, g_in, rounds)
     loss_g = g_aux["loss_main"]
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, g_params)
     g_params = optax.apply_updates(g_params, g_updates)
@@ -210,11 +263,11 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         else:
             gain = float(tc.g_reg_interval)  # official: the phase loss times its interval
 
-            def reg_loss_g(p):
-                loss, aux = pl_loss(p, k_greg)
+            def reg_loss_g(p, mb, r):
+                loss, aux = pl_loss(p, mb, r)
                 return loss * gain, aux
 
-            (loss_pl, pl_aux), pl_grads = jax.value_and_grad(reg_loss_g, has_aux=True)(g_params)
+            (loss_pl, pl_aux), pl_grads = value_and_grad_micro(reg_loss_g, g_params, pl_in, rounds)
             pl_updates, g_opt_state = g_tx.update(pl_grads, g_opt_state, g_params)
             g_params = optax.apply_updates(g_params, pl_updates)
             finite_terms += [loss_pl, pl_grads]
@@ -225,9 +278,16 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     # Dmain (with the G just updated; G's EMAs move).
     gen_z = jax.random.normal(k_dz, (n, G.z_dim), jnp.float32)
     gen_c = _gen_labels(k_dc, batch)
-    (loss_d, (d_aux, g_ema_coll)), d_grads = jax.value_and_grad(d_main_loss, argnums=2, has_aux=True)(
-        G, D, d_params, g_params, g_state, real, real_c, gen_z, gen_c, opts=opts, blur_sigma=blur_sigma,
-        rng=k_dmix, update_emas=True, **aug)
+
+    def d_loss(p, mb, r):
+        loss, (aux, ema) = d_main_loss(G, D, p, g_params, g_state, mb["real"], mb["real_c"], mb["z"], mb["c"],
+                                       opts=opts, blur_sigma=blur_sigma, rng=rkey(k_dmix, r), update_emas=True,
+                                       **raug(r))
+        return loss, {"d": aux, "ema": ema}
+
+    d_in = {"real": real, "real_c": real_c, "z": gen_z, "c": gen_c}
+    (loss_d, d_out), d_grads = value_and_grad_micro(d_loss, d_params, d_in, rounds, mean_keys=("ema",))
+    d_aux, g_ema_coll = d_out["d"], d_out["ema"]
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, d_params)
     d_params = optax.apply_updates(d_params, d_updates)
     g_state = {**g_state, "ema": g_ema_coll}
@@ -238,11 +298,12 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     if do_reg:
         gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
 
-        def reg_loss(p):
-            loss, aux = d_reg_loss(D, p, real, real_c, opts=opts, blur_sigma=blur_sigma, **aug)
+        def reg_loss(p, mb, r):
+            loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **raug(r))
             return loss * gain, aux
 
-        (loss_r, r_aux), r_grads = jax.value_and_grad(reg_loss, has_aux=True)(d_params)
+        (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, {"real": real, "real_c": real_c},
+                                                        rounds)
         r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
         d_params = optax.apply_updates(d_params, r_updates)
         last_r1 = jnp.mean(r_aux["r1_penalty"])
@@ -327,9 +388,16 @@ class TrainStep:
     the variant on the Python side from the iteration number (pass it to avoid reading ``state.step`` back from
     the device every call), places a host batch on the mesh, and uses ``state.rng`` unless ``rng`` is given.
     The input state is donated (its buffers are reused) unless ``donate=False``.
+
+    ``batch_per_device`` (default: the config's ``train.batch_per_device``; 0 or None = all of it) splits each
+    device's share of the batch into micro-batches of that size, with gradient accumulation inside the step
+    (the official ``--batch-gpu``): a global batch of 32 trains on devices that hold 4 samples at a time.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None, donate: bool = True):
+    def __init__(self, G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None, donate: bool = True,
+                 batch_per_device: int | None = None):
+        if batch_per_device is None and hasattr(config, "train") and hasattr(config.train, "get"):
+            batch_per_device = config.train.get("batch_per_device", 0)
         self.config = TrainConfig.from_config(config)
         if self.config.bf16 and getattr(D, "fp16_dtype", None) is None:
             D = D.clone(fp16_dtype=jnp.bfloat16)
@@ -340,6 +408,8 @@ class TrainStep:
         self.G, self.D = G, D
         self.mesh = make_mesh() if mesh is None else mesh
         self.batch_sharding = data_sharding(self.mesh)
+        self.micro_rounds = micro_rounds(self.config.batch_size, self.mesh.size, batch_per_device,
+                                         getattr(D, "mbstd_group_size", None))
         self._donate = donate
         self._variants: dict[tuple[bool, bool], Any] = {}
         self._compiled: dict[tuple[bool, bool], Any] = {}
@@ -351,7 +421,8 @@ class TrainStep:
             rep = replicated(self.mesh)
             jit = functools.partial(jax.jit, in_shardings=(rep, self.batch_sharding, rep), out_shardings=(rep, rep),
                                     donate_argnums=(0,) if self._donate else ())
-            self._variants[key] = jit(functools.partial(train_step, self.G, self.D, self.config, do_reg=key[0],
+            self._variants[key] = jit(functools.partial(train_step, self.G, self.D, self.config,
+                                                        micro_rounds=self.micro_rounds, do_reg=key[0],
                                                         do_g_reg=key[1]))
         return self._variants[key]
 
@@ -434,10 +505,27 @@ class TrainStep:
         return fn(state, self.place_batch(batch), rng)
 
 
+def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mbstd_group: int | None = None) -> int:
+    """Micro-batches per step for ``batch_per_device`` samples per device at a time (0 / None: one round)."""
+    if batch_size % devices:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the number of devices ({devices})")
+    per_device = batch_size // devices
+    if not batch_per_device or batch_per_device >= per_device:
+        return 1
+    if batch_per_device < 0 or per_device % batch_per_device:
+        raise ValueError(f"train.batch_per_device={batch_per_device} must divide the {per_device} samples each of the "
+                         f"{devices} devices holds (batch_size {batch_size} / {devices})")
+    micro = batch_per_device * devices
+    if mbstd_group and micro % min(mbstd_group, micro):
+        raise ValueError(f"train.batch_per_device={batch_per_device}: a micro-batch of {micro} samples over "
+                         f"{devices} devices is not a multiple of model.mbstd_group_size={mbstd_group}")
+    return per_device // batch_per_device
+
+
 def make_train_step(G: nn.Module, D: nn.Module, config: Any, mesh: Mesh | None = None,
-                    donate: bool = True) -> TrainStep:
+                    donate: bool = True, batch_per_device: int | None = None) -> TrainStep:
     """The compiled step for these networks and hyperparameters (``TrainConfig`` or the project config)."""
-    return TrainStep(G, D, config, mesh, donate)
+    return TrainStep(G, D, config, mesh, donate, batch_per_device)
 
 
 __all__ = [
@@ -447,9 +535,11 @@ __all__ = [
     "data_sharding",
     "make_mesh",
     "make_train_step",
+    "micro_rounds",
     "maybe_initialize_distributed",
     "multi_host_env",
     "replicated",
     "shard_batch",
     "train_step",
+    "value_and_grad_micro",
 ]
