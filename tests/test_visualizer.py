@@ -135,7 +135,8 @@ def render(client: httpx.Client, **params) -> dict:
 def test_info_page_and_steps(client: httpx.Client, workdir: Path) -> None:
     info = client.get("/api/info").json()
     assert info["steps"] == list(STEPS) and info["step"] == STEPS[-1] and info["default_step"] == STEPS[-1]
-    assert (info["stylegan2"], info["c_dim"], info["z_dim"], info["img_resolution"]) == (False, 3, 16, RES)
+    assert (info["input_transform"], info["noise_inputs"], info["c_dim"], info["z_dim"],
+            info["img_resolution"]) == (True, False, 3, 16, RES)
     assert info["ckpt"] == str(workdir.absolute()) and info["watermark"]["downloads"] is False
     names = [layer["name"] for layer in info["layers"]]
     sched = tiny_conditional_generator().schedule()
@@ -316,7 +317,7 @@ def test_stylegan2_noise_modes_and_new_checkpoints(sg2_workdir: Path, tmp_path: 
 
     with Server(create_app(sg2_workdir)) as srv, httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
         info = c.get("/api/info").json()
-        assert info["stylegan2"] is True and info["steps"] == [1]
+        assert info["input_transform"] is False and info["noise_inputs"] is True and info["steps"] == [1]
         names = [layer["name"] for layer in info["layers"]]
         assert names[:3] == ["b4.conv1", "b4.torgb", "b8.conv0"] and names[-1] == "b16.torgb"
         r = c.get("/api/render", params={"seed": 2, "rotate": 10})

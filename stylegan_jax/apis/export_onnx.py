@@ -67,8 +67,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from stylegan_jax.models import generator_config
-from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
-from stylegan_jax.networks.stylegan3 import Generator
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -133,20 +131,18 @@ logging.getLogger("onnx_ir.serde").addFilter(_UntypedValueFilter())
 # Export.
 
 
-def _with_impl(G: Generator | StyleGAN2Generator, impl: str) -> Generator | StyleGAN2Generator:
+def _with_impl(G: Any, impl: str) -> Any:
     if impl not in ("ref", "fast"):
         raise ExportError(f"impl must be 'ref' or 'fast', got {impl!r}")
-    if isinstance(G, StyleGAN2Generator):
-        return G  # no impl switch: its ops always take one path
-    return G.clone(synthesis_kwargs={**dict(G.synthesis_kwargs or {}), "impl": impl}, parent=None)
+    return G.with_impl(impl)  # generators whose ops have one path return themselves
 
 
-def _call_kwargs(G: Generator | StyleGAN2Generator) -> dict[str, Any]:
+def _call_kwargs(G: Any) -> dict[str, Any]:
     """Extra ``G.apply`` kwargs of the exported forward pass (StyleGAN2's noise would otherwise need an rng)."""
-    return {"noise_mode": STYLEGAN2_NOISE_MODE} if isinstance(G, StyleGAN2Generator) else {}
+    return {"noise_mode": STYLEGAN2_NOISE_MODE} if G.has_noise_inputs else {}
 
 
-def _forward(G: Generator | StyleGAN2Generator, variables: Mapping[str, Any], with_labels: bool,
+def _forward(G: Any, variables: Mapping[str, Any], with_labels: bool,
              truncation_cutoff: int | None):
     kw = _call_kwargs(G)
     if with_labels:
@@ -159,7 +155,7 @@ def _forward(G: Generator | StyleGAN2Generator, variables: Mapping[str, Any], wi
 
 
 def export_generator(
-    G: Generator | StyleGAN2Generator,
+    G: Any,
     variables: Mapping[str, Any],
     path: str | Path,
     opset: int = DEFAULT_OPSET,
@@ -201,9 +197,7 @@ def export_generator(
         raise ExportError("with_labels=True but the generator is unconditional (c_dim = 0)")
     if not labels and c_dim > 0:
         raise ExportError(f"the generator is conditional (c_dim = {c_dim}): it cannot be exported without labels")
-    stylegan2 = isinstance(G, StyleGAN2Generator)
-    # A StyleGAN2 generator without noise inputs (use_noise=False) has no buffers.
-    for collection in ("params", "ema") if stylegan2 else ("params", "ema", "buffers"):
+    for collection in G.variable_collections:
         if collection not in variables:
             raise ExportError(f"variables lack the {collection!r} collection (have {sorted(variables)})")
     path = Path(path)
@@ -222,7 +216,7 @@ def export_generator(
 
     try:
         with _CONVERT_LOCK:
-            model = to_onnx(fn, specs, model_name="stylegan2_generator" if stylegan2 else "stylegan3_generator",
+            model = to_onnx(fn, specs, model_name=G.config_class.replace(".", "_").lower(),
                             opset=int(opset), input_names=names, output_names=[OUTPUT_IMG])
     except NotImplementedError as e:
         raise ExportError(f"jax2onnx cannot lower a primitive of the generator: {e}") from e
@@ -240,12 +234,13 @@ def export_generator(
         "truncation_cutoff": "" if truncation_cutoff is None else int(truncation_cutoff),
         "generator_config": json.dumps(generator_config(G), sort_keys=True),
         "stylegan_jax_version": package_version(), "jax2onnx_version": _jax2onnx_version(),
-        "opset": int(opset), "impl": "fast" if stylegan2 else impl, "inputs": ",".join(names),
+        "opset": int(opset), "impl": impl, "inputs": ",".join(names),
     }
-    if stylegan2:
+    if G.has_noise_inputs:
         meta["noise_mode"] = STYLEGAN2_NOISE_MODE
     onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    model.doc_string = (("StyleGAN2 generator (noise_mode const)" if stylegan2 else "StyleGAN3 generator")
+    kind = f"{G.config_class} (noise_mode {STYLEGAN2_NOISE_MODE})" if G.has_noise_inputs else G.config_class
+    model.doc_string = (kind
                         + " exported by stylegan_jax: inputs " + ", ".join(names)
                         + f"; output {OUTPUT_IMG} float32 NCHW in about [-1, 1]")
     if check:
@@ -345,7 +340,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def verify_export(
-    G: Generator | StyleGAN2Generator,
+    G: Any,
     variables: Mapping[str, Any],
     path: str | Path,
     batch_sizes: tuple[int, ...] = (1, 3),

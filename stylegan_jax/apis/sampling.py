@@ -357,8 +357,7 @@ class Sampler:
     """
 
     def __init__(self, G: Any, variables: dict, batch_size: int = 8):
-        # A generator without buffers (StyleGAN2 with use_noise=False) has no 'buffers' collection at all.
-        for collection in ("params", "ema"):
+        for collection in G.variable_collections:
             if collection not in variables:
                 raise ValueError(f"Sampler: variables lack the {collection!r} collection (have {sorted(variables)})")
         if batch_size < 1:

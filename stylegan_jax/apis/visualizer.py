@@ -243,14 +243,14 @@ def parse_settings(q: Mapping[str, str], steps: list[int], default_step: int,
     tx = _get_float(q, "tx", 0.0, -TRANSLATE_MAX, TRANSLATE_MAX)
     ty = _get_float(q, "ty", 0.0, -TRANSLATE_MAX, TRANSLATE_MAX)
     rotate = _get_float(q, "rotate", 0.0, -ROTATE_MAX, ROTATE_MAX)
-    if s.stylegan2 and (tx, ty, rotate) != (0.0, 0.0, 0.0):
-        raise VisualizerInputError("translate / rotate need a StyleGAN3 generator: this StyleGAN2 generator has no "
-                                   "input transform")
+    if not s.has_input_transform and (tx, ty, rotate) != (0.0, 0.0, 0.0):
+        raise VisualizerInputError("translate / rotate need a StyleGAN3 generator: this generator has no input "
+                                   "transform")
     noise = (q.get("noise") or "const").strip()
     if noise not in NOISE_MODES:
         raise VisualizerInputError(f"noise must be one of {list(NOISE_MODES)}, got {noise[:50]!r}")
-    if not s.stylegan2:
-        noise = "const"  # StyleGAN3 has no noise inputs; generate ignores --noise-mode too
+    if not s.has_noise_inputs:
+        noise = "const"  # no noise inputs (StyleGAN3): generate ignores --noise-mode too
     mix = _get_int(q, "mix", 0, SEED_MAX)
     lo = _get_int(q, "mix_lo", 0, s.num_ws - 1, 0)
     hi = _get_int(q, "mix_hi", 0, s.num_ws - 1, s.num_ws - 1)
@@ -282,8 +282,8 @@ def _num(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def generate_command(ckpt: str | Path, settings: RenderSettings, stylegan2: bool, which: str = "G_ema",
-                     outdir: str = "out") -> tuple[str, str]:
+def generate_command(ckpt: str | Path, settings: RenderSettings, has_input_transform: bool, has_noise_inputs: bool,
+                     which: str = "G_ema", outdir: str = "out") -> tuple[str, str]:
     """``(command, note)``: the ``stylegan-jax generate`` command writing this image, and where it lands (or, for
     a fractional seed, that the command is the one for ``floor(seed)``)."""
     seed = int(math.floor(settings.seed))
@@ -299,13 +299,13 @@ def generate_command(ckpt: str | Path, settings: RenderSettings, stylegan2: bool
     args += ["--psi", _num(settings.psi)]
     if settings.class_idx is not None:
         args += ["--class", str(settings.class_idx)]
-    if not stylegan2:
+    if has_input_transform:
         tx, ty = settings.translate
         if (tx, ty) != (0.0, 0.0):
             args.append(f"--translate={_num(tx)},{_num(ty)}")
         if settings.rotate != 0.0:
             args += ["--rotate", _num(settings.rotate)]
-    else:
+    if has_noise_inputs:
         args += ["--noise-mode", settings.noise_mode]
     args += ["--outdir", outdir]
     command = shlex.join(args)
@@ -396,11 +396,11 @@ def synthesis_layers(s: Sampler) -> list[tuple[str, tuple[int, ...]]]:
             return False
 
         ws = jnp.zeros((1, G.num_ws, G.w_dim), jnp.float32)
-        kwargs = {"noise_mode": "none"} if s.stylegan2 else {"transform": jnp.eye(3)}
+        t = jnp.eye(3) if G.has_input_transform else None
 
         def run(v: Any) -> Any:
-            return G.apply(v, ws, method=G.synthesize, capture_intermediates=record, mutable=["intermediates"],
-                           **kwargs)[1]
+            return G.apply(v, ws, t, noise_mode="none", method=G.synthesize, capture_intermediates=record,
+                           mutable=["intermediates"])[1]
 
         inter = jax.eval_shape(run, s.variables)["intermediates"]
         flat = {_flat_name(p): leaf.shape for p, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]}
@@ -420,8 +420,6 @@ def _activation_fn(G: Any, layer: str, noise_mode: str) -> Callable:
     import jax
     import jax.numpy as jnp
 
-    from stylegan_jax.apis.sampling import is_stylegan2
-
     key = (repr(G), layer, noise_mode)
     fn = _ACTIVATION_FNS.get(key)
     if fn is not None:
@@ -435,18 +433,12 @@ def _activation_fn(G: Any, layer: str, noise_mode: str) -> Callable:
         leaves = jax.tree_util.tree_leaves(state["intermediates"])
         return leaves[0][0].astype(jnp.float32)
 
-    if not is_stylegan2(G):
-        def run(v: Any, ws: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
-            return pick(G.apply(v, ws, t, method=G.synthesize, capture_intermediates=only,
-                                mutable=["intermediates"])[1])
-    elif noise_mode == "random":
-        def run(v: Any, ws: jnp.ndarray, seed: jnp.ndarray) -> jnp.ndarray:
-            return pick(G.apply(v, ws, noise_mode="random", rngs={"noise": jax.random.key(seed)},
-                                method=G.synthesize, capture_intermediates=only, mutable=["intermediates"])[1])
-    else:
-        def run(v: Any, ws: jnp.ndarray, _: Any) -> jnp.ndarray:
-            return pick(G.apply(v, ws, noise_mode=noise_mode, method=G.synthesize, capture_intermediates=only,
-                                mutable=["intermediates"])[1])
+    random = noise_mode == "random" and G.has_noise_inputs
+
+    def run(v: Any, ws: jnp.ndarray, t: jnp.ndarray | None, seed: jnp.ndarray) -> jnp.ndarray:
+        rngs = {"noise": jax.random.key(seed)} if random else None
+        return pick(G.apply(v, ws, t, noise_mode=noise_mode if G.has_noise_inputs else "none", rngs=rngs,
+                            method=G.synthesize, capture_intermediates=only, mutable=["intermediates"])[1])
     fn = jax.jit(run)
     _ACTIVATION_FNS[key] = fn
     while len(_ACTIVATION_FNS) > _ACTIVATION_FNS_MAX:
@@ -461,11 +453,9 @@ def layer_activation(s: Sampler, st: RenderSettings) -> np.ndarray:
         raise VisualizerInputError("no layer selected")
     ws = _settings_ws(s, st)
     fn = _activation_fn(s.G, st.layer, st.noise_mode)
-    if s.stylegan2:
-        extra = np.uint32(int(math.floor(st.seed)))
-    else:
-        extra = np.asarray(s.input_transform(st.translate, st.rotate), np.float32)
-    return np.asarray(fn(s.variables, ws, extra))
+    t = s.input_transform(st.translate, st.rotate)
+    t = None if t is None else np.asarray(t, np.float32)
+    return np.asarray(fn(s.variables, ws, t, np.uint32(int(math.floor(st.seed)))))
 
 
 def activation_image(act: np.ndarray, channel: int | None) -> tuple[np.ndarray, dict[str, float]]:
@@ -548,7 +538,7 @@ def create_app(ckpt: str | Path, *, which: str = "G_ema", watermark_key: str | N
     def render(st: RenderSettings) -> dict[str, Any]:
         s = checkpoints.sampler(st.step)
         _, png, ms = image_of(s, st)
-        command, note = generate_command(command_ckpt, st, s.stylegan2, which)
+        command, note = generate_command(command_ckpt, st, s.has_input_transform, s.has_noise_inputs, which)
         out: dict[str, Any] = {"image": _data_url(png), "width": s.img_resolution, "height": s.img_resolution,
                                "render_ms": round(ms, 2), "cached": ms == 0.0, "command": command,
                                "command_note": note, "step": st.step, "seed": st.seed, "activation": None}
@@ -620,7 +610,8 @@ def create_app(ckpt: str | Path, *, which: str = "G_ema", watermark_key: str | N
             return error_response(404, str(e))
         return {
             "ckpt": command_ckpt, "steps": steps, "step": step, "default_step": checkpoints.default_step,
-            "network": which, "stylegan2": s.stylegan2, "z_dim": s.z_dim, "c_dim": s.c_dim, "w_dim": s.w_dim,
+            "network": which, "generator": s.G.config_class, "input_transform": s.has_input_transform,
+            "noise_inputs": s.has_noise_inputs, "z_dim": s.z_dim, "c_dim": s.c_dim, "w_dim": s.w_dim,
             "num_ws": s.num_ws, "img_resolution": s.img_resolution, "img_channels": s.img_channels,
             "layers": [{"name": n, "shape": list(shape)} for n, shape in synthesis_layers(s)],
             "noise_modes": list(NOISE_MODES), "psi_range": list(PSI_RANGE), "seed_range": [0, SEED_MAX],

@@ -66,6 +66,11 @@ class GeneratorInterface(nn.Module):
         """Per-pixel noise inputs (then ``noise_mode`` matters)."""
         return False
 
+    @property
+    def variable_collections(self) -> tuple[str, ...]:
+        """The variable collections a checkpoint of this generator must hold."""
+        return ("params", "ema", "buffers")
+
     def check_transform(self, transform: Any) -> None:
         """Refuse a user transform on a generator without an input transform."""
         if transform is not None and not self.has_input_transform:

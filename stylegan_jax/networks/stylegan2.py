@@ -312,6 +312,11 @@ class StyleGAN2Generator(GeneratorInterface):
     def has_noise_inputs(self) -> bool:
         return self.use_noise
 
+    @property
+    def variable_collections(self) -> tuple[str, ...]:
+        # The noise_const images are the only buffers: without noise inputs there is no 'buffers' collection.
+        return ("params", "ema", "buffers") if self.use_noise else ("params", "ema")
+
     def _synthesis(self, **kw: Any) -> SynthesisNetwork:
         return SynthesisNetwork(
             w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,

@@ -41,12 +41,12 @@ function params() {
   p.set("seed", $("seed").value.trim());
   p.set("psi", $("psi").value);
   if (info && info.c_dim > 0) p.set("class", $("class").value.trim());
-  if (info && !info.stylegan2) {
+  if (info && info.input_transform) {
     p.set("tx", $("tx").value);
     p.set("ty", $("ty").value);
     p.set("rotate", $("rotate").value);
   }
-  if (info && info.stylegan2) p.set("noise", $("noise").value);
+  if (info && info.noise_inputs) p.set("noise", $("noise").value);
   if ($("mix-on").checked) {
     p.set("mix", $("mix").value.trim());
     p.set("mix_lo", $("mix-lo").value.trim());
@@ -157,16 +157,16 @@ function fillSteps(steps, selected) {
 function applyInfo(i) {
   info = i;
   fillSteps(i.steps, i.step);
-  const kind = i.stylegan2 ? "StyleGAN2" : "StyleGAN3";
+  const kind = i.input_transform ? "StyleGAN3" : "StyleGAN2";
   $("model-summary").textContent =
     `${kind} ${i.img_resolution}×${i.img_resolution}, z ${i.z_dim}, w ${i.w_dim}, ${i.num_ws} ws` +
     (i.c_dim > 0 ? `, ${i.c_dim} classes` : "") + ` — ${i.network} of ${i.ckpt}`;
   $("class-row").hidden = i.c_dim === 0;
   $("class").max = String(Math.max(0, i.c_dim - 1));
-  for (const id of ["tx", "ty", "rotate", "reset-transform"]) $(id).disabled = i.stylegan2;
-  $("transform-note").textContent = i.stylegan2 ? "StyleGAN2 has no input transform" : "";
-  $("noise").disabled = !i.stylegan2;
-  $("noise-note").textContent = i.stylegan2 ? "" : "StyleGAN3 has no noise inputs";
+  for (const id of ["tx", "ty", "rotate", "reset-transform"]) $(id).disabled = !i.input_transform;
+  $("transform-note").textContent = i.input_transform ? "" : "this generator has no input transform";
+  $("noise").disabled = !i.noise_inputs;
+  $("noise-note").textContent = i.noise_inputs ? "" : "this generator has no noise inputs";
   for (const id of ["mix-lo", "mix-hi"]) $(id).max = String(i.num_ws - 1);
   if (!$("mix-hi").dataset.touched) $("mix-hi").value = String(Math.min(6, i.num_ws - 1));
   const layerSel = $("layer");
