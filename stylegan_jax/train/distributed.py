@@ -245,7 +245,7 @@ class Watchdog:
                 if pid == me:
                     continue
                 value = values.get(pid)
-                if value == "done":
+                if value is None or value == "done":  # not started its watchdog yet (the barriers wait for it) / ended
                     continue
                 last_value, since = seen.get(pid, (None, now))
                 if value != last_value:
