@@ -24,19 +24,22 @@ dataset description, the number of images, a fingerprint of the Inception weight
 
 Differences from the official code: a single device (no multi-GPU interleaving), ``jax.random`` latents (a
 different but fixed stream per seed), and the resize convention of :mod:`~stylegan_jax.metrics.inception`.
+
+Any feature network: the statistics part (:class:`FeatureStats`, :func:`frechet_distance`, :func:`kid`) and the
+feature passes (:func:`dataset_stats`, :func:`generator_stats` with :func:`make_sample_fn`) take any
+``features_fn``; the Inception functions here and the synthetic-shapes metric
+(:mod:`stylegan_jax.metrics.shape_quality`) are both built on them. The command-line options are in
+:mod:`stylegan_jax.metrics.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
-import sys
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -51,25 +54,28 @@ import scipy.linalg
 from stylegan_jax.metrics.inception import (
     RESIZE_MODES,
     inception_features,
-    load_inception_weights,
     weights_fingerprint,
 )
 
 __all__ = [
     "FeatureStats",
     "MetricSpec",
-    "add_fid_arguments",
     "compute_fid",
     "compute_fid_kid",
     "compute_kid",
     "dataset_feature_stats",
+    "dataset_stats",
     "default_cache_dir",
     "describe_source",
-    "fid_command",
     "frechet_distance",
     "generator_feature_stats",
+    "generator_stats",
+    "image_batches",
     "is_fid_metric",
+    "is_image_source",
     "kid",
+    "label_sampler",
+    "make_sample_fn",
     "parse_metric",
 ]
 
@@ -276,14 +282,14 @@ def describe_source(source: Any) -> dict[str, Any]:
     return desc
 
 
-def _is_image_source(data: Any) -> bool:
+def is_image_source(data: Any) -> bool:
     return hasattr(data, "load_batch") and hasattr(data, "__len__") and hasattr(data, "resolution")
 
 
-def _image_batches(data: Any, batch_size: int, max_items: int | None) -> Iterator[np.ndarray]:
+def image_batches(data: Any, batch_size: int, max_items: int | None) -> Iterator[np.ndarray]:
     """uint8 NCHW batches from an ImageSource (via ``ordered_batches``) or an iterable of batches
     (arrays, ``Batch`` / ``(images, labels)`` tuples)."""
-    if _is_image_source(data):
+    if is_image_source(data):
         from stylegan_jax.data import ordered_batches
 
         for batch in ordered_batches(data, batch_size, max_images=max_items, layout="NCHW"):
@@ -315,7 +321,10 @@ def _feed(stats: list[FeatureStats], batches: Iterable[tuple[Any, int]], feature
 
     def flush(p: tuple[jax.Array, int]) -> None:
         nonlocal done
-        feats = np.asarray(p[0])[: p[1]]
+        out = p[0]
+        if isinstance(out, jax.Array) and not out.is_fully_addressable:  # replicated over processes: local copy
+            out = out.addressable_data(0)
+        feats = np.asarray(out)[: p[1]]
         for s in stats:
             s.append(feats)
         done += p[1]
@@ -340,12 +349,58 @@ def _cache_file(cache_dir: Path, key: Mapping[str, Any]) -> Path:
     return cache_dir / f"{label}-inception-{key['capture']}-{digest}.npz"
 
 
+def _dataset_pass(data: Any, features_fn: Callable[[Any], jax.Array], stats: list[FeatureStats], batch_size: int,
+                  max_items: int | None, progress: ProgressFn | None) -> None:
+    """Feed ``features_fn`` of the real images to every ``stats`` (whose ``max_items`` are the image count)."""
+    source = is_image_source(data)
+    num_images = (min(len(data), max_items) if max_items is not None else len(data)) if source else None
+
+    def batches() -> Iterator[tuple[np.ndarray, int]]:
+        for images in image_batches(data, batch_size, max_items if source else None):
+            # Re-chunk to batch_size and pad the remainder: one input shape, one compilation.
+            for lo in range(0, images.shape[0], batch_size):
+                chunk = images[lo:lo + batch_size]
+                yield _pad_batch(chunk, batch_size), chunk.shape[0]
+
+    _feed(stats, batches(), features_fn, progress, "dataset features", num_images)
+    if any(st.num_items == 0 for st in stats):
+        raise ValueError("the real data yielded no images (a one-shot iterator that an earlier pass consumed? "
+                         "pass an ImageSource or a re-iterable such as a list of batches)")
+
+
+def _check_real(data: Any, batch_size: int, max_items: int | None) -> int | None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not is_image_source(data):
+        return None
+    num_images = min(len(data), max_items) if max_items is not None else len(data)
+    if num_images < 1:
+        raise ValueError("the dataset is empty")
+    return num_images
+
+
+def dataset_stats(data: Any, features_fn: Callable[[Any], jax.Array], *, batch_size: int = 64,
+                  max_items: int | None = None, capture_all: bool = False, capture_mean_cov: bool = True,
+                  progress: ProgressFn | None = None) -> FeatureStats:
+    """Statistics of ``features_fn`` (uint8 NCHW batch -> ``[N, d]``: any feature network) over real images, in
+    one pass: the first ``max_items`` of an ImageSource (index order, ``stylegan_jax.data.ordered_batches``) or of
+    an iterable of uint8 NCHW batches. Batches are re-chunked to ``batch_size`` and the last one padded, so
+    ``features_fn`` sees one input shape (one compilation)."""
+    if not (capture_all or capture_mean_cov):
+        raise ValueError("nothing to capture: set capture_mean_cov and/or capture_all")
+    num_images = _check_real(data, batch_size, max_items)
+    stats = FeatureStats(capture_all=capture_all, capture_mean_cov=capture_mean_cov,
+                         max_items=max_items if num_images is None else num_images)
+    _dataset_pass(data, features_fn, [stats], batch_size, max_items, progress)
+    return stats
+
+
 def dataset_feature_stats(data: Any, inception_vars: Mapping[str, Any], *, batch_size: int = 64,
                           max_items: int | None = None, capture_all: bool = False, capture_mean_cov: bool = True,
                           cache_dir: str | Path | None = None, data_desc: Any = None,
                           resize_mode: str = "pytorch-fid", progress: ProgressFn | None = None,
                           ) -> dict[str, FeatureStats]:
-    """Inception statistics of real images, with a cache.
+    """Inception statistics of real images (:func:`dataset_stats` with the Inception features), with a cache.
 
     ``data``: an ImageSource (read in index order with ``stylegan_jax.data.ordered_batches``) or an iterable of
     uint8 NCHW batches. Returns ``{'mean_cov': FeatureStats, 'all': FeatureStats}`` (the requested ones) from one
@@ -356,15 +411,11 @@ def dataset_feature_stats(data: Any, inception_vars: Mapping[str, Any], *, batch
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     kinds = [k for k, on in (("mean_cov", capture_mean_cov), ("all", capture_all)) if on]
     if not kinds:
         raise ValueError("nothing to capture: set capture_mean_cov and/or capture_all")
-    source = _is_image_source(data)
-    num_images = min(len(data), max_items) if source and max_items is not None else (len(data) if source else None)
-    if source and num_images < 1:
-        raise ValueError("the dataset is empty")
+    num_images = _check_real(data, batch_size, max_items)
+    source = num_images is not None
     desc = data_desc if data_desc is not None else (describe_source(data) if source else None)
     cache = Path(cache_dir).expanduser() if cache_dir is not None and desc is not None else None
 
@@ -390,28 +441,18 @@ def dataset_feature_stats(data: Any, inception_vars: Mapping[str, Any], *, batch
     fresh = {k: FeatureStats(capture_all=k == "all", capture_mean_cov=k == "mean_cov", max_items=limit)
              for k in missing}
 
-    def batches() -> Iterator[tuple[np.ndarray, int]]:
-        for images in _image_batches(data, batch_size, max_items if source else None):
-            # Re-chunk to batch_size and pad the remainder: one input shape, one compilation.
-            for lo in range(0, images.shape[0], batch_size):
-                chunk = images[lo:lo + batch_size]
-                yield _pad_batch(chunk, batch_size), chunk.shape[0]
-
     def features(images: np.ndarray) -> jax.Array:
         return inception_features(inception_vars, images, layout="NCHW", resize_mode=resize_mode)
 
-    _feed(list(fresh.values()), batches(), features, progress, "dataset features", num_images)
+    _dataset_pass(data, features, list(fresh.values()), batch_size, max_items, progress)
     for kind, stats in fresh.items():
-        if stats.num_items == 0:
-            raise ValueError("the real data yielded no images (a one-shot iterator that an earlier pass consumed? "
-                             "pass an ImageSource or a re-iterable such as a list of batches)")
         if kind in files:
             stats.save(files[kind], meta=dict(dataset=desc, num_images=stats.num_items))
     out.update(fresh)
     return out
 
 
-def _label_sampler(G: Any, data: Any, gen_labels: Any, seed: int) -> Callable[[int], np.ndarray | None]:
+def label_sampler(G: Any, data: Any, gen_labels: Any, seed: int) -> Callable[[int], np.ndarray | None]:
     """Labels for conditional generators, drawn uniformly from the dataset's labels (as the official code)."""
     c_dim = int(getattr(G, "c_dim", 0) or 0)
     if c_dim == 0:
@@ -420,10 +461,80 @@ def _label_sampler(G: Any, data: Any, gen_labels: Any, seed: int) -> Callable[[i
     if gen_labels is not None:
         table = np.asarray(gen_labels, np.float32).reshape(-1, c_dim)
         return lambda n: table[rng.integers(len(table), size=n)]
-    if _is_image_source(data) and getattr(data, "c_dim", 0) == c_dim:
+    if is_image_source(data) and getattr(data, "c_dim", 0) == c_dim:
         return lambda n: np.stack([data.label(int(i)) for i in rng.integers(len(data), size=n)]).astype(np.float32)
     raise ValueError(f"the generator is conditional (c_dim={c_dim}): pass gen_labels (an array of dataset labels "
                      "to draw from) or an ImageSource with labels as the data")
+
+
+def make_sample_fn(G: Any, batch_size: int, psi: float = 1.0,
+                   mesh: jax.sharding.Mesh | None = None) -> Callable[[Any, Any, Any, Any], jax.Array]:
+    """A jit-compiled ``sample(g_vars, seed, batch_index, c) -> uint8 [batch_size, C, H, W]``: the metrics' samples.
+
+    Latents are ``jax.random.normal(fold_in(key(seed), batch_index), (batch_size, z_dim))`` (pass ``seed`` and
+    ``batch_index`` as ``np.int32``: host values, one compilation); noise inputs (StyleGAN2),
+    random as in the official metrics, draw from ``fold_in`` of that key by 1; ``G.apply(g_vars, z, c,
+    truncation_psi=psi)`` (NCHW in [-1, 1]) -> uint8 as the official. One compilation serves every key, index
+    and weights of the same structure. With ``mesh`` (a ``'data'`` axis), the samples of a batch are split over
+    its devices and the images come back replicated, so every process of a multi-process run can read them
+    (every process must then make the same calls); ``c`` must be a NumPy array (or None) there.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    z_dim = int(G.z_dim)
+    split = None
+    if mesh is not None:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        if "data" not in mesh.axis_names or batch_size % mesh.shape["data"]:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the mesh's 'data' axis "
+                             f"({dict(mesh.shape)})")
+        split = NamedSharding(mesh, P("data"))
+
+    def sample(g_vars: Any, seed: jax.Array, index: jax.Array, c: Any) -> jax.Array:
+        k = jax.random.fold_in(jax.random.key(seed), index)
+        z = jax.random.normal(k, (batch_size, z_dim), jnp.float32)
+        if split is not None:
+            z = jax.lax.with_sharding_constraint(z, split)
+            c = None if c is None else jax.lax.with_sharding_constraint(c, split)
+        # Generators with noise inputs (StyleGAN2) use random noise, as the official metrics call G(z, c) with its
+        # default noise_mode='random'; the 'noise' stream is ignored by StyleGAN3.
+        img = G.apply(g_vars, z, c, truncation_psi=psi, rngs={"noise": jax.random.fold_in(k, 1)})
+        # Official: (img * 127.5 + 128).clamp(0, 255).to(torch.uint8): the cast truncates toward zero.
+        return jnp.clip(img * 127.5 + 128.0, 0.0, 255.0).astype(jnp.uint8)
+
+    if mesh is None:
+        return jax.jit(sample)
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    return jax.jit(sample, out_shardings=NamedSharding(mesh, P()))
+
+
+def generator_stats(G: Any, variables: Mapping[str, Any], features_fn: Callable[[Any], jax.Array], *,
+                    num_gen: int, batch_size: int = 64, psi: float = 1.0, seed: int = 0,
+                    capture_all: bool = False, capture_mean_cov: bool = True,
+                    label_fn: Callable[[int], np.ndarray | None] | None = None,
+                    progress: ProgressFn | None = None, sample_fn: Callable | None = None) -> FeatureStats:
+    """Statistics of ``features_fn`` (uint8 NCHW batch -> ``[N, d]``: any feature network) over ``num_gen``
+    generated images (:func:`make_sample_fn`'s protocol with ``key(seed)``; exactly ``num_gen``: the surplus of
+    the last batch is dropped). ``sample_fn``: a :func:`make_sample_fn` result to reuse (its batch size must be
+    ``batch_size``), so that repeated evaluations do not compile the generator again."""
+    if num_gen < 1 or batch_size < 1:
+        raise ValueError(f"num_gen and batch_size must be >= 1, got {num_gen} and {batch_size}")
+    label_fn = label_fn or (lambda n: None)
+    sample = sample_fn or make_sample_fn(G, batch_size, psi)
+
+    def batches() -> Iterator[tuple[jax.Array, int]]:
+        for index in range(math.ceil(num_gen / batch_size)):
+            c = label_fn(batch_size)
+            c = None if c is None else np.asarray(c, np.float32)
+            yield sample(variables, np.int32(seed), np.int32(index), c), batch_size
+
+    stats = FeatureStats(capture_all=capture_all, capture_mean_cov=capture_mean_cov, max_items=num_gen)
+    _feed([stats], batches(), features_fn, progress, "generator features", num_gen)
+    return stats
 
 
 def generator_feature_stats(G: Any, variables: Mapping[str, Any], inception_vars: Mapping[str, Any], *,
@@ -431,39 +542,20 @@ def generator_feature_stats(G: Any, variables: Mapping[str, Any], inception_vars
                             capture_all: bool = False, capture_mean_cov: bool = True,
                             label_fn: Callable[[int], np.ndarray | None] | None = None,
                             resize_mode: str = "pytorch-fid", progress: ProgressFn | None = None) -> FeatureStats:
-    """Inception statistics of ``num_gen`` generated images: ``G.apply(variables, z, c, truncation_psi=psi)``
-    (NCHW in [-1, 1]) -> uint8 as the official -> features. The generator step and the extractor are each
-    jit-compiled once (fixed batch shape); latents are ``jax.random.normal(fold_in(key(seed), batch_index))``
-    and noise inputs (StyleGAN2), random as in the official metrics, draw from ``fold_in`` of that key by 1."""
-    if num_gen < 1 or batch_size < 1:
-        raise ValueError(f"num_gen and batch_size must be >= 1, got {num_gen} and {batch_size}")
-    label_fn = label_fn or (lambda n: None)
-    z_dim = int(G.z_dim)
-
-    @jax.jit
-    def generate(g_vars: Any, index: jax.Array, c: Any) -> jax.Array:
-        key = jax.random.fold_in(jax.random.key(seed), index)
-        z = jax.random.normal(key, (batch_size, z_dim), jnp.float32)
-        # Generators with noise inputs (StyleGAN2) use random noise, as the official metrics call G(z, c) with its
-        # default noise_mode='random'; the 'noise' stream is ignored by StyleGAN3.
-        img = G.apply(g_vars, z, c, truncation_psi=psi, rngs={"noise": jax.random.fold_in(key, 1)})
-        # Official: (img * 127.5 + 128).clamp(0, 255).to(torch.uint8): the cast truncates toward zero.
-        return jnp.clip(img * 127.5 + 128.0, 0.0, 255.0).astype(jnp.uint8)
-
-    def batches() -> Iterator[tuple[jax.Array, int]]:
-        for index in range(math.ceil(num_gen / batch_size)):
-            c = label_fn(batch_size)
-            yield generate(variables, jnp.int32(index), None if c is None else jnp.asarray(c)), batch_size
-
-    stats = FeatureStats(capture_all=capture_all, capture_mean_cov=capture_mean_cov, max_items=num_gen)
+    """Inception statistics of ``num_gen`` generated images (:func:`generator_stats` with the Inception
+    features): ``G.apply(variables, z, c, truncation_psi=psi)`` (NCHW in [-1, 1]) -> uint8 as the official ->
+    features. The generator step and the extractor are each jit-compiled once (fixed batch shape); latents are
+    ``jax.random.normal(fold_in(key(seed), batch_index))`` and noise inputs (StyleGAN2), random as in the
+    official metrics, draw from ``fold_in`` of that key by 1."""
 
     def features(images: jax.Array) -> jax.Array:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"the generator must return NCHW images with 1 or 3 channels, got {images.shape}")
         return inception_features(inception_vars, images, layout="NCHW", resize_mode=resize_mode)
 
-    _feed([stats], batches(), features, progress, "generator features", num_gen)
-    return stats
+    return generator_stats(G, variables, features, num_gen=num_gen, batch_size=batch_size, psi=psi, seed=seed,
+                           capture_all=capture_all, capture_mean_cov=capture_mean_cov, label_fn=label_fn,
+                           progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -485,13 +577,13 @@ def compute_fid_kid(G: Any, variables: Mapping[str, Any], data: Any, inception_v
     bad = [s for s in specs if s.kind not in ("fid", "kid") or s.num_gen < 1]
     if bad:
         raise ValueError(f"invalid metric spec {bad[0]} (kind must be 'fid' or 'kid', num_gen >= 1)")
-    label_fn = _label_sampler(G, data, gen_labels, seed)  # before the data pass: a missing-labels error is cheap
+    label_fn = label_sampler(G, data, gen_labels, seed)  # before the data pass: a missing-labels error is cheap
     fid_specs, kid_specs = [s for s in specs if s.kind == "fid"], [s for s in specs if s.kind == "kid"]
 
     # Real side: one pass serves every metric that uses the same images (fid50k_full and kid50k_full on a dataset
     # of at most 1M images); otherwise one pass per distinct image count, which needs re-iterable data.
     def images_used(max_real: int | None) -> int | None:
-        if not _is_image_source(data):
+        if not is_image_source(data):
             return max_real
         return len(data) if max_real is None else min(len(data), max_real)
 
@@ -553,85 +645,3 @@ def _single(kind: str, G: Any, variables: Any, data: Any, inception_vars: Any, n
     spec = MetricSpec(kind, kind, int(num_gen), max_real)
     return compute_fid_kid(G, variables, data, inception_vars, [spec], batch_size=batch_size, psi=psi, seed=seed,
                            **kwargs)[kind]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line support (``stylegan-jax metrics --metrics fid50k_full,kid50k_full --inception PATH --data ...``).
-
-
-def add_fid_arguments(parser: argparse.ArgumentParser) -> None:
-    """The FID/KID options of ``stylegan-jax metrics`` (the shared ones, ``--ckpt --step --network --metrics
-    --seed --batch-size --psi --json``, belong to the metrics CLI)."""
-    g = parser.add_argument_group("FID / KID (fid50k_full, kid50k_full, fid50k, kid50k, ...)")
-    g.add_argument("--inception", metavar="PATH", default=None,
-                   help="FID Inception-v3 weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (read "
-                        "without torch) or an .npz of its state dict; never downloaded")
-    g.add_argument("--data", metavar="PATH", default=None,
-                   help="real images: a dataset folder or .zip (dataset_tool layout), 'synthetic', or tfds:NAME")
-    g.add_argument("--cache-dir", metavar="DIR", default=None,
-                   help=f"cache of real-data statistics (default {default_cache_dir()})")
-    g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                   help="read/write the real-data statistics cache (default on)")
-    g.add_argument("--resize-mode", choices=RESIZE_MODES, default="pytorch-fid",
-                   help="how images are resized to 299x299 (see stylegan_jax.metrics.inception)")
-    g.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
-    g.add_argument("--kid-subset-size", type=int, default=1000, help="KID max subset size (default 1000)")
-
-
-def _open_data(spec: str, G: Any) -> Any:
-    from stylegan_jax.data import make_source
-
-    common = dict(resolution=int(G.img_resolution), channels=int(G.img_channels), use_labels=int(G.c_dim) > 0)
-    if spec == "synthetic":
-        return make_source(source="synthetic", **common)
-    if spec.startswith("tfds:"):
-        return make_source(source="tfds", tfds_name=spec[len("tfds:"):], **common)
-    if not Path(spec).expanduser().exists():
-        raise ValueError(f"--data {spec!r}: no such dataset folder or .zip")
-    return make_source(source="folder", path=str(Path(spec).expanduser()), **common)
-
-
-def fid_command(args: argparse.Namespace, G: Any = None, variables: Any = None) -> dict[str, float]:
-    """Run the FID/KID metrics named in ``args.metrics`` (a list or comma-separated string; other names are
-    skipped) and print one official-style JSON line per metric. Uses ``args.ckpt`` / ``args.step`` /
-    ``args.network`` to load the generator unless ``G, variables`` are given, plus ``args.seed``,
-    ``args.batch_size``, ``args.psi`` and the options of :func:`add_fid_arguments`. Returns ``{name: value}``."""
-    names = args.metrics.split(",") if isinstance(args.metrics, str) else list(args.metrics)
-    names = [n.strip() for n in names if n.strip() and is_fid_metric(n.strip())]
-    if not names:
-        return {}
-    if not getattr(args, "inception", None):
-        raise ValueError(f"{','.join(names)} need --inception PATH (pytorch-fid's "
-                         "pt_inception-2015-12-05-6726825d.pth or an .npz of it)")
-    if not getattr(args, "data", None):
-        raise ValueError(f"{','.join(names)} need --data (the real images: dataset folder or .zip)")
-    inception_vars = load_inception_weights(args.inception)  # fail on bad weights before loading anything else
-    if G is None:
-        from stylegan_jax.checkpoint import load_generator  # lazy: orbax is slow to import
-
-        G, variables = load_generator(args.ckpt, step=getattr(args, "step", None),
-                                      which=getattr(args, "network", "G_ema"))
-    source = _open_data(args.data, G)
-    cache_dir = None
-    if getattr(args, "cache", True):
-        cache_dir = Path(args.cache_dir).expanduser() if getattr(args, "cache_dir", None) else default_cache_dir()
-    last = [0.0]
-
-    def progress(tag: str, done: int, total: int | None) -> None:
-        now = time.time()
-        if done == total or now - last[0] > 10:
-            last[0] = now
-            print(f"  {tag}: {done}/{total if total is not None else '?'}", file=sys.stderr)
-
-    start = time.time()
-    results = compute_fid_kid(G, variables, source, inception_vars, names, batch_size=int(args.batch_size),
-                              psi=float(getattr(args, "psi", 1.0)), seed=int(getattr(args, "seed", 0)),
-                              num_subsets=int(getattr(args, "kid_subsets", 100)),
-                              max_subset_size=int(getattr(args, "kid_subset_size", 1000)), cache_dir=cache_dir,
-                              resize_mode=getattr(args, "resize_mode", "pytorch-fid"), progress=progress)
-    seconds = time.time() - start
-    for name, value in results.items():
-        print(json.dumps(dict(results={name: value}, metric=name, total_time=round(seconds, 3),
-                              snapshot=str(getattr(args, "ckpt", "")), data=str(args.data),
-                              inception=str(args.inception), timestamp=time.time())))
-    return results
