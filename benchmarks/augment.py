@@ -67,9 +67,9 @@ def bench_op(args) -> dict:
     key = jax.random.PRNGKey(1)
     fwd = jax.jit(lambda x, k: augment(x, args.p, k, spec))
     w = jax.random.normal(jax.random.PRNGKey(2), x.shape)
-    bwd = jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(augment(x, args.p, k, spec) * w)))
+    bwd = jax.jit(jax.value_and_grad(lambda x, k, w: jnp.sum(augment(x, args.p, k, spec) * w)))
     c_fwd, t_fwd = _time(fwd, x, key, runs=args.runs)
-    c_bwd, t_bwd = _time(bwd, x, key, runs=args.runs)
+    c_bwd, t_bwd = _time(bwd, x, key, w, runs=args.runs)
     return {"res": args.res, "batch": args.batch, "spec": args.spec, "p": args.p, "fwd_ms": t_fwd,
             "fwd_bwd_ms": t_bwd, "per_iteration_ms": t_bwd + 2 * t_fwd, "compile_fwd_s": c_fwd,
             "compile_fwd_bwd_s": c_bwd}
