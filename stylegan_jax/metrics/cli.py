@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> None:
     start = time.time()
     results: dict[str, float] = {}
     eq_metrics = [m for m in args.metrics if m in METRICS]
-    if eq_metrics and not hasattr(G, "synthesis_kwargs"):
+    if eq_metrics and not G.has_input_transform:
         raise ValueError(f"{', '.join(eq_metrics)}: the equivariance metrics need a StyleGAN3 generator (an input "
                          f"transform); this checkpoint holds a {type(G).__name__}. Choose FID/KID with --metrics "
                          "fid50k_full,kid50k_full")
