@@ -55,7 +55,7 @@ from jax.sharding import PartitionSpec as P
 
 from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint
 from stylegan_jax.checkpoint import save_checkpoint as _write_checkpoint
-from stylegan_jax.models import build_generator, generator_config
+from stylegan_jax.models import build_generator, generator_class, generator_config
 from stylegan_jax.train import distributed
 
 # TrainState fields newer than the first checkpoint format; a checkpoint without them resumes with their initial
@@ -316,7 +316,7 @@ def _metrics_problem(config: ml_collections.ConfigDict, names: list[str]) -> str
     if unknown:
         return f"log.metrics: unknown metric(s) {unknown}; choose from {', '.join(METRICS)}, {SHAPES_METRIC}"
     eq = [m for m in names if m in METRICS]
-    if config.model.cfg == "stylegan2" and eq:
+    if eq and not generator_class(config.model.cfg).has_input_transform:
         return (f"log.metrics={config.log.metrics!r}: the equivariance metrics need a StyleGAN3 generator (an input "
                 f"transform); set --config.log.metrics={SHAPES_METRIC} or --config.log.metrics_kimg=0 for "
                 "model.cfg='stylegan2'")
@@ -438,8 +438,7 @@ def compile_programs(run: Run) -> None:
     run.grid_inputs = (global_array(z, in_sharding), None if labels is None else global_array(labels, in_sharding))
     # Generators with noise inputs (StyleGAN2) show the grid with their fixed noise_const images, so that grids
     # of successive snapshots differ only by training (the official gen_images.py default, noise_mode='const').
-    kwargs = {"noise_mode": "const"} if c.model.cfg == "stylegan2" else {}
-    grid = jax.jit(lambda v, z, c_: run.G.apply(v, z, c_, c.log.grid_psi, **kwargs),
+    grid = jax.jit(lambda v, z, c_: run.G.apply(v, z, c_, c.log.grid_psi, noise_mode="const"),
                    in_shardings=(replicated, in_sharding, None if labels is None else in_sharding),
                    out_shardings=replicated)
     run.grid_fn = grid.lower(run.state.G_ema, *run.grid_inputs).compile()

@@ -401,10 +401,9 @@ class TrainStep:
         self.config = TrainConfig.from_config(config)
         if self.config.bf16 and getattr(D, "fp16_dtype", None) is None:
             D = D.clone(fp16_dtype=jnp.bfloat16)
-        if (self.config.bf16 and hasattr(G, "synthesis_kwargs")
-                and "fp16_dtype" not in dict(G.synthesis_kwargs or {})):
+        if self.config.bf16 and G.supports_compute_dtype:
             # The generator's use_fp16 layers (the num_fp16_res highest resolutions) compute in bfloat16.
-            G = G.clone(synthesis_kwargs={**dict(G.synthesis_kwargs or {}), "fp16_dtype": "bfloat16"})
+            G = G.with_compute_dtype("bfloat16")
         self.G, self.D = G, D
         self.mesh = make_mesh() if mesh is None else mesh
         self.batch_sharding = data_sharding(self.mesh)
