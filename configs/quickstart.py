@@ -2,7 +2,7 @@
 
 Its quality is measured every kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png). At
 6 kimg its samples are soft coloured blobs on gradient backgrounds, not yet recognisable shapes (shape precision
-near 0; real images ~0.95): it shows the whole pipeline working, see BENCHMARKS.md."""
+near 0; real images ~0.99): it shows the whole pipeline working, see BENCHMARKS.md."""
 
 from stylegan_jax.config import base_config
 

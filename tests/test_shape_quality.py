@@ -55,18 +55,18 @@ def test_shipped_weights_match_their_metadata(clf):
     variables, meta = clf
     assert meta["fingerprint"] == S.fingerprint(variables)
     assert meta["classes"] == list(S.CLASS_NAMES) and meta["resolution"] == S.RESOLUTION
-    assert meta["heldout"]["real_precision"] >= 0.93
+    assert meta["heldout"]["real_precision"] >= 0.98
 
 
 def test_real_shapes_score_near_perfect(real, real_out):
     _, labels = real
     q = S.shape_quality_from_outputs(real_out, real_out, kid_subsets=2)
-    assert q.precision >= 0.93 and q.real_precision == q.precision
+    assert q.precision >= 0.97 and q.real_precision == q.precision
     probs = real_out[:, S.FEATURE_DIM:]
     assert np.mean(probs[:, :3].argmax(1) == labels) >= 0.97
     # The set's classes are balanced; the histogram says so (and "other" is nearly empty).
     np.testing.assert_allclose(q.hist[:3], [1 / 3] * 3, atol=0.05)
-    assert q.hist[3] <= 0.07
+    assert q.hist[3] <= 0.03
 
 
 def test_noise_and_non_shapes_score_near_zero(clf, real, real_out, noise):
@@ -152,8 +152,9 @@ def test_weight_file_errors_name_the_problem(tmp_path, clf):
     assert S.fingerprint(v) == S.fingerprint(clf[0]) and meta == clf[1]
 
 
+@pytest.mark.slow  # two 40-step trainings: ~30 s idle, 150 s on a loaded 2-core machine
 def test_training_is_deterministic_and_learns():
-    kw = dict(steps=30, batch_size=24, pool_size=60, lr=3e-3)
+    kw = dict(steps=40, batch_size=32, pool_size=60, lr=3e-3)
     v1, m1 = S.train_shape_classifier(**kw, evaluate=False)
     v2, _ = S.train_shape_classifier(**kw, evaluate=False)
     assert S.fingerprint(v1) == S.fingerprint(v2) == m1["fingerprint"]
