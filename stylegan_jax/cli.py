@@ -23,9 +23,9 @@ SUBCOMMANDS = {
     "metrics": ("stylegan_jax.metrics.cli", "equivariance metrics (EQ-T, EQ-T frac, EQ-R) and FID/KID of a checkpoint"),
     "shapes-classifier": ("stylegan_jax.metrics.classifier_cli", "train the synthetic-shapes quality classifier"),
     "parity": ("stylegan_jax.parity.cli", "compare our networks with official reference outputs"),
+    "augment-preview": ("stylegan_jax.apis.augment_preview_cli", "PNG grid of each ADA augmentation at percentiles"),
 }
 
-    "augment-preview": ("stylegan_jax.apis.augment_preview_cli", "PNG grid of each ADA augmentation at percentiles"),
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program (not called from Python): enable huge pages for XLA's buffers
