@@ -396,7 +396,21 @@ def get_config():
 '''
 
 
-@pytest.mark.slow  # ~3-5 min: a 1 kimg training run
+def check_ada_ticks(ticks: list[dict]) -> None:
+    """p leaves 0 within the first kimg, driven by a real-sign statistic above the target, and the statistic then
+    comes back toward the target (the feedback works; a p that is never updated stays at 0)."""
+    p = [t["Progress/augment"] for t in ticks]
+    signs = [t["Progress/ada_stat"] for t in ticks]
+    first = next((i for i, v in enumerate(p) if v > 0), None)
+    assert first is not None, f"p never left 0: {p}"
+    assert ticks[first]["kimg"] <= 1.0
+    assert max(signs[:first + 2]) > 0.6  # D tells its reals apart: the statistic is above the target ...
+    peak = int(np.argmax(signs))
+    assert min(signs[peak:]) < max(signs)  # ... and comes back down while p > 0
+    assert max(p) > 0
+
+
+@pytest.mark.slow  # ~5-25 min (loaded 2-core machine): a 1 kimg training run
 def test_ada_on_a_tiny_folder_dataset(tmp_path, cache_dir):
     """64 images, D overfits: the real-sign statistic is above the target, p rises above 0 within the first kimg
     and pulls the statistic down; p is in the tick line and metrics.jsonl; reals grids are written."""
@@ -416,11 +430,7 @@ def test_ada_on_a_tiny_folder_dataset(tmp_path, cache_dir):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     ticks = [line for line in lines if "Progress/augment" in line]
     assert len(ticks) >= 6 and "augment" in out.stdout
-    p = [t["Progress/augment"] for t in ticks]
-    signs = [t["Progress/ada_stat"] for t in ticks]
-    assert p[-1] > 0 and ticks[-1]["kimg"] <= 1.0 + 1e-9
-    assert max(signs) > 0.6  # D overfits ...
-    assert signs[-1] < max(signs)  # ... and the rising p pulls the statistic back toward the target
+    check_ada_ticks(ticks)
     images = tmp_path / "run" / "images"
     assert (images / "reals.png").is_file() and (images / "reals_augmented.png").is_file()
 
