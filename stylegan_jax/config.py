@@ -55,6 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic_size = 10000          # Number of distinct synthetic images.
     c.data.validate = "scan"               # 'scan', 'full' or 'none' (check every file before training).
     c.data.prefetch = 2                    # Batches prefetched by a background thread.
+    c.data.num_workers = ml_collections.FieldReference(None, field_type=int)  # Reader threads; None = min(8, CPUs).
+    c.data.synthetic_seed = 0              # Content seed of the synthetic images (independent of the shuffle seed).
+    c.data.channel_mode = "convert"        # 'convert' or 'strict': images whose channel count differs.
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                # Global batch over all devices and hosts.
@@ -170,9 +173,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
         if parts[-1] not in node:
             raise KeyError(f"unknown config key {key!r}")
         current = node[parts[-1]]
-        field = node.get_ref(parts[-1]) if hasattr(node, "get_ref") else None
-        if current is None and field is not None and getattr(field, "_field_type", None) in (int, float, str):
-            value = None if text.lower() in ("none", "null") else field._field_type(text)
+        # A None field keeps its declared type (FieldReference(None, field_type=...)): ConfigDict.get_type.
+        field_type = node.get_type(parts[-1]) if current is None else None
+        if field_type in (int, float, str):
+            value = None if text.lower() in ("none", "null") else field_type(text)
         else:
             value = _parse_value(text, current)
         try:

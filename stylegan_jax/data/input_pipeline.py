@@ -60,33 +60,21 @@ LAYOUTS = ("NCHW", "NHWC")
 MAX_SEED = 2**32 - 1
 
 # Every field make_dataset understands, with its default. This is also the expected shape of `config.data`.
-DEFAULTS: dict[str, Any] = dict(
-    source="synthetic",  # synthetic | folder | tfds
-    path=None,  # folder: a directory or a .zip in dataset_tool.py layout
-    resolution=64,  # model resolution: images are center-cropped to square and resized (LANCZOS) to this
-    channels=3,  # 1, 3 or 4
-    batch_size=32,  # global batch size, over all processes
-    mirror=False,  # official --mirror: add an x-flipped copy of every image (doubles the dataset)
-    seed=0,  # shuffling seed, 0 .. 2**32 - 1 (and the official --max-size subset choice)
-    shuffle=True,
-    use_labels=False,  # conditional training: one-hot class or label vector per image
-    max_images=None,  # official --max-size: use a fixed random subset of this many images
-    layout="NCHW",  # image layout handed to the model
-    # tfds
-    tfds_name=None,  # e.g. "celeb_a", "celeb_a:2.1.0", "my_dataset/config"
-    tfds_split="train",  # TFDS split syntax, e.g. "train", "train[:90%]"
-    data_dir=None,  # TFDS data_dir where the dataset is prepared; None = TFDS default (~/tensorflow_datasets)
-    image_key="image",
-    label_key="label",
-    # synthetic
-    synthetic_size=10_000,  # number of distinct synthetic images
-    synthetic_seed=0,  # content seed of the synthetic images (independent of the shuffling seed)
-    # robustness / performance
-    validate="scan",  # folder and tfds: scan | full | none (see stylegan_jax.data.folder / tfds_source)
-    channel_mode="convert",  # convert | strict: what to do with images whose channel count differs
-    num_workers=None,  # Grain reader threads per process; None = min(8, cpu count)
-    prefetch=2,  # batches read ahead by those threads (0 = synchronous reading in the training thread)
-)
+def _defaults() -> dict[str, Any]:
+    # The data fields and their defaults are stylegan_jax.config.base_config's `data` section (the one source of
+    # defaults); the pipeline adds what the training loop passes from elsewhere (batch, seed) and its own options.
+    from stylegan_jax.config import base_config
+
+    return {
+        **base_config().data.to_dict(),
+        "batch_size": base_config().train.batch_size,  # global batch size, over all processes
+        "seed": 0,  # shuffling seed, 0 .. 2**32 - 1 (and the official --max-size subset choice)
+        "shuffle": True,
+        "layout": "NCHW",  # image layout handed to the model
+    }
+
+
+DEFAULTS: dict[str, Any] = _defaults()
 
 
 class Batch(NamedTuple):

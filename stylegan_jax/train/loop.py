@@ -77,15 +77,15 @@ class TrainingDiverged(RuntimeError):
 
 
 def _resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Fill the official batch-dependent defaults (-1 sentinels)."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    batch = c.train.batch_size
-    if c.model.magnitude_ema_beta < 0:
-        c.model.magnitude_ema_beta = 0.5 ** (batch / (20 * 1e3))
-    if c.train.ema_kimg < 0:
-        c.train.ema_kimg = batch * 10 / 32
-    if c.train.blur_fade_kimg < 0:
-        c.train.blur_fade_kimg = batch * 200 / 32
+    """The config laid over base_config, with the official batch-dependent defaults (-1 sentinels) filled in: the
+    resolution is :class:`TrainConfig`'s (one place), written back so that config.json records the values used."""
+    from stylegan_jax.train.state import TrainConfig, complete_config
+
+    c = complete_config(config)
+    tc = TrainConfig.from_config(c)
+    c.model.magnitude_ema_beta = tc.resolved_magnitude_ema_beta
+    c.train.ema_kimg = tc.resolved_ema_kimg
+    c.train.blur_fade_kimg = tc.resolved_blur_fade_kimg
     return c
 
 

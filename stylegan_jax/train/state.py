@@ -24,10 +24,12 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from stylegan_jax.config import base_config
 from stylegan_jax.losses import LossOptions
 
 
@@ -46,6 +48,12 @@ def official_blur_fade_kimg(batch_size: int) -> float:
     return batch_size * 200 / 32
 
 
+# The one source of defaults: stylegan_jax.config.base_config. This dataclass is the typed view of its `train`
+# section (and model.bf16 / magnitude_ema_beta) that the step reads; its defaults are read from there.
+_BASE = base_config()
+_TRAIN, _MODEL = _BASE.train, _BASE.model
+
+
 def _unset(value: Any) -> bool:
     """None or the configs' ``-1`` sentinel: use the official batch-dependent default."""
     return value is None or (isinstance(value, int | float) and value < 0)
@@ -59,31 +67,32 @@ class TrainConfig:
     default for ``batch_size``; read the ``resolved_*`` properties.
     """
 
-    batch_size: int = 32                      # Global batch over all devices and hosts (official --batch).
-    g_lr: float = 0.0025                      # G Adam learning rate (official StyleGAN3 default).
-    d_lr: float = 0.002                       # D Adam learning rate (official --dlr default).
-    betas: tuple[float, float] = (0.0, 0.99)  # Adam betas of both networks.
-    eps: float = 1e-8                         # Adam epsilon (added outside the square root, as torch.optim.Adam).
-    r1_gamma: float = 2.0                     # R1 weight (official recommendation for 256px, batch 32).
-    d_reg_interval: int | None = 16           # Lazy R1 every N iterations; None = no lazy reg (R1 every step).
-    g_reg_interval: int | None = None         # Lazy path-length reg every N iterations (official StyleGAN2: 4);
-                                              # None with pl_weight > 0 = in every G step (official 'Gboth').
-    ema_kimg: float | None = None             # G_ema half-life in kimg; None = batch * 10 / 32.
-    ema_rampup: float | None = 0.05           # Half-life at most cur_nimg * rampup early on; None = no rampup.
-    blur_init_sigma: float = 0.0              # D input blur at start (official StyleGAN3-R: 10; T: 0).
-    blur_fade_kimg: float | None = None       # Blur fade-out length in kimg; None = batch * 200 / 32.
-    style_mixing_prob: float = 0.0            # Style mixing probability (official StyleGAN3: 0; StyleGAN2: 0.9).
-    pl_weight: float = 0.0                    # Path-length reg weight (official StyleGAN3: 0; StyleGAN2: 2).
-    pl_batch_shrink: int = 2                  # Path-length reg on batch // pl_batch_shrink latents.
-    pl_decay: float = 0.01                    # Decay of the running mean of path lengths.
-    magnitude_ema_beta: float | None = None   # Generator constructor value; None = 0.5 ** (batch / 20000).
-    bf16: bool = False                        # bf16 compute in the highest-resolution D blocks (see step.py).
-    augment: str = "off"                      # D input augmentation: 'ada' (adaptive p), 'fixed' (augment_p), 'off'.
-    augment_p: float = 0.0                    # Initial (ada) or constant (fixed) augmentation probability.
-    ada_target: float = 0.6                   # ADA target of E[sign(D(real))] (official --target).
-    ada_interval: int = 4                     # ADA adjusts p every this many iterations (official ada_interval).
-    ada_kimg: float = 500.0                   # ADA: kimg for p to move from 0 to 1 at full speed (official).
-    augment_spec: str = "bgc"                 # Augmentation spec name (ops.augment.SPECS; official StyleGAN3 'bgc').
+    batch_size: int = _TRAIN.batch_size                # Global batch over all devices and hosts (official --batch).
+    g_lr: float = _TRAIN.g_lr                          # G Adam learning rate (official StyleGAN3 default).
+    d_lr: float = _TRAIN.d_lr                          # D Adam learning rate (official --dlr default).
+    betas: tuple[float, float] = tuple(_TRAIN.betas)   # Adam betas of both networks.
+    eps: float = _TRAIN.eps                            # Adam epsilon (outside the square root, as torch.optim.Adam).
+    r1_gamma: float = _TRAIN.r1_gamma                  # R1 weight (official recommendation for 256px, batch 32).
+    d_reg_interval: int | None = _TRAIN.d_reg_interval  # Lazy R1 every N iterations; None = R1 every step.
+    g_reg_interval: int | None = None                  # Lazy path-length reg every N iterations (official StyleGAN2:
+                                                       # 4); None with pl_weight > 0 = in every G step ('Gboth').
+    ema_kimg: float | None = None                      # G_ema half-life in kimg; None = batch * 10 / 32.
+    ema_rampup: float | None = _TRAIN.ema_rampup       # Half-life at most cur_nimg * rampup early on; None = off.
+    blur_init_sigma: float = _TRAIN.blur_init_sigma    # D input blur at start (official StyleGAN3-R: 10; T: 0).
+    blur_fade_kimg: float | None = None                # Blur fade-out length in kimg; None = batch * 200 / 32.
+    style_mixing_prob: float = _TRAIN.style_mixing_prob  # Style mixing probability (StyleGAN3: 0; StyleGAN2: 0.9).
+    pl_weight: float = _TRAIN.pl_weight                # Path-length reg weight (StyleGAN3: 0; StyleGAN2: 2).
+    pl_batch_shrink: int = _TRAIN.pl_batch_shrink      # Path-length reg on batch // pl_batch_shrink latents.
+    pl_decay: float = _TRAIN.pl_decay                  # Decay of the running mean of path lengths.
+    magnitude_ema_beta: float | None = None            # Generator constructor value; None = 0.5 ** (batch / 20000).
+    bf16: bool = _MODEL.bf16                           # bf16 compute in the highest-resolution layers (step.py).
+    augment: str = "off"                               # D augmentation: 'ada' (adaptive p), 'fixed' (augment_p),
+                                                       # 'off' (the config's 'auto' resolved without folder data).
+    augment_p: float = _TRAIN.augment_p                # Initial (ada) or constant (fixed) augmentation probability.
+    ada_target: float = _TRAIN.ada_target              # ADA target of E[sign(D(real))] (official --target).
+    ada_interval: int = _TRAIN.ada_interval            # ADA adjusts p every this many iterations.
+    ada_kimg: float = _TRAIN.ada_kimg                  # ADA: kimg for p to move from 0 to 1 at full speed.
+    augment_spec: str = _TRAIN.augment_spec            # Augmentation spec name (ops.augment.SPECS; official 'bgc').
 
     def __post_init__(self) -> None:
         for name in ("d_reg_interval", "g_reg_interval"):
@@ -153,29 +162,45 @@ class TrainConfig:
         bf16}``; see ``stylegan_jax/config.py``). A ``TrainConfig`` passes through unchanged."""
         if isinstance(config, TrainConfig):
             return config
-        t = config.train
-        m = config.get("model", {}) if hasattr(config, "get") else {}
-        get = lambda node, key, default: node.get(key, default) if hasattr(node, "get") else default
-        d_reg = get(t, "d_reg_interval", 16)
-        pl_weight = float(get(t, "pl_weight", 0.0))
+        config = complete_config(config)
+        t, m = config.train, config.model
+        pl_weight = float(t.pl_weight)
         # The configs' g_reg_interval only applies with path-length reg: StyleGAN3 runs (pl_weight 0) keep the
         # official G_reg_interval=None, i.e. no lazy-reg adjustment of G's Adam.
-        g_reg = get(t, "g_reg_interval", None) if pl_weight > 0 else None
+        g_reg = t.g_reg_interval if pl_weight > 0 else None
+        d_reg = t.d_reg_interval
         return cls(
-            batch_size=int(t.batch_size), g_lr=float(get(t, "g_lr", 0.0025)), d_lr=float(get(t, "d_lr", 0.002)),
-            betas=tuple(float(b) for b in get(t, "betas", (0.0, 0.99))), eps=float(get(t, "eps", 1e-8)),
-            r1_gamma=float(get(t, "r1_gamma", 2.0)), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
-            ema_kimg=get(t, "ema_kimg", None), ema_rampup=get(t, "ema_rampup", 0.05),
-            blur_init_sigma=float(get(t, "blur_init_sigma", 0.0)), blur_fade_kimg=get(t, "blur_fade_kimg", None),
-            style_mixing_prob=float(get(t, "style_mixing_prob", 0.0)),
+            batch_size=int(t.batch_size), g_lr=float(t.g_lr), d_lr=float(t.d_lr),
+            betas=tuple(float(b) for b in t.betas), eps=float(t.eps),
+            r1_gamma=float(t.r1_gamma), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
+            ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup,
+            blur_init_sigma=float(t.blur_init_sigma), blur_fade_kimg=t.blur_fade_kimg,
+            style_mixing_prob=float(t.style_mixing_prob),
             g_reg_interval=None if g_reg in (None, 0) else int(g_reg), pl_weight=pl_weight,
-            pl_batch_shrink=int(get(t, "pl_batch_shrink", 2)), pl_decay=float(get(t, "pl_decay", 0.01)),
-            magnitude_ema_beta=get(m, "magnitude_ema_beta", None), bf16=bool(get(m, "bf16", False)),
-            augment=resolve_augment(str(get(t, "augment", "auto")), get(get(config, "data", {}), "source", None)),
-            augment_p=float(get(t, "augment_p", 0.0)),
-            ada_target=float(get(t, "ada_target", 0.6)), ada_interval=int(get(t, "ada_interval", 4)),
-            ada_kimg=float(get(t, "ada_kimg", 500.0)), augment_spec=str(get(t, "augment_spec", "bgc")),
+            pl_batch_shrink=int(t.pl_batch_shrink), pl_decay=float(t.pl_decay),
+            magnitude_ema_beta=m.magnitude_ema_beta, bf16=bool(m.bf16),
+            augment=resolve_augment(str(t.augment), config.data.source),
+            augment_p=float(t.augment_p), ada_target=float(t.ada_target), ada_interval=int(t.ada_interval),
+            ada_kimg=float(t.ada_kimg), augment_spec=str(t.augment_spec),
         )
+
+
+def complete_config(config: Any) -> ml_collections.ConfigDict:
+    """``config`` laid over :func:`stylegan_jax.config.base_config`: every field present, the given values kept
+    (configs written before a field existed, and partial configs in tests, get the base default)."""
+    full = base_config()
+    given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+    def merge(node: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            if key in node and isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+                merge(node[key], value)
+            else:
+                with node.ignore_type():
+                    node[key] = value
+
+    merge(full, given)
+    return full
 
 
 def resolve_augment(augment: str, source: str | None) -> str:
