@@ -410,6 +410,7 @@ def check_ada_ticks(ticks: list[dict]) -> None:
     assert max(p) > 0
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow  # ~5-25 min (loaded 2-core machine): a 1 kimg training run
 def test_ada_on_a_tiny_folder_dataset(tmp_path, cache_dir):
     """64 images, D overfits: the real-sign statistic is above the target, p rises above 0 within the first kimg

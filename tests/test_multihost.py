@@ -187,6 +187,7 @@ def test_two_processes_match_one(reference, tmp_path, cache_dir):
 # ---- c. checkpoints across process counts ------------------------------------------------------------------
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow  # ~4 min
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_checkpoint_moves_between_process_counts(reference, tmp_path, cache_dir, first, second):
@@ -214,6 +215,7 @@ def test_checkpoint_moves_between_process_counts(reference, tmp_path, cache_dir,
 # ---- d. a dead peer ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow  # ~4 min
 def test_sigkill_one_process_stops_the_other_and_restart_resumes(reference, tmp_path, cache_dir):
     config, one = reference

@@ -104,7 +104,7 @@ def test_wrong_outputs_fail_and_unknown_files_are_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["python -m", "stylegan-jax"])
+@pytest.mark.parametrize("entry", ["python -m", pytest.param("stylegan-jax", marks=pytest.mark.extended)])
 def test_both_entry_points_on_every_fixture_kind(entry):
     files = [str(FIXTURES / name) for name in KINDS]
     if entry == "python -m":

@@ -245,6 +245,7 @@ def test_projection_recovers_a_generated_image(model, space, min_psnr):
     np.testing.assert_array_equal(s.synthesize(r.w[None])[0], r.image)
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow
 def test_stylegan2_conditional_projection_optimises_noise(tmp_path, capsys):
     G = tiny("stylegan2", c_dim=3)
@@ -280,6 +281,7 @@ def test_stylegan2_conditional_projection_optimises_noise(tmp_path, capsys):
     assert "StyleGAN3" in capsys.readouterr().err
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow
 def test_vgg16_distance_on_stylegan3_r(tmp_path, capsys):
     G = tiny("r")

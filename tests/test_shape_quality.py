@@ -152,6 +152,7 @@ def test_weight_file_errors_name_the_problem(tmp_path, clf):
     assert S.fingerprint(v) == S.fingerprint(clf[0]) and meta == clf[1]
 
 
+@pytest.mark.extended  # beyond CI's time budget: run with -m extended
 @pytest.mark.slow  # two 40-step trainings: ~30 s idle, 150 s on a loaded 2-core machine
 def test_training_is_deterministic_and_learns():
     kw = dict(steps=40, batch_size=32, pool_size=60, lr=3e-3)
