@@ -51,9 +51,11 @@ def cache_dir(tmp_path_factory) -> Path:
 # worker running the longest module alone at the end (pyproject: --no-loadscope-reorder keeps this order).
 # test_training.py goes before test_training_resume.py so that the latter finds its programs in the compilation
 # cache.
-_LONGEST_FIRST = ["test_training.py", "test_path_length.py", "test_generator.py", "test_equivariance.py",
-                  "test_notebooks.py", "test_losses.py", "test_onnx.py", "test_train_step.py", "test_inference.py",
-                  "test_fid.py", "test_ops.py", "test_training_resume.py"]
+_LONGEST_FIRST = ["test_training.py", "test_train_step.py", "test_generator.py", "test_path_length.py",
+                  "test_equivariance.py", "test_augment.py", "test_losses.py", "test_onnx.py", "test_notebooks.py",
+                  "test_inference.py", "test_projector.py", "test_multihost.py", "test_visualizer_browser.py",
+                  "test_shape_quality.py", "test_visualizer.py", "test_fid.py", "test_ops.py", "test_parity.py",
+                  "test_training_resume.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ TensorFlow / tensorflow-datasets are imported only inside the TFDS tests (skippe
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -611,10 +612,10 @@ TFDS_NAME = "stylegan_jax_tiny_test"
 TFDS_N = 12
 
 
-@pytest.fixture(scope="session")
-def tfds_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    tfds = pytest.importorskip("tensorflow_datasets")
-    pytest.importorskip("tensorflow")
+@functools.lru_cache(maxsize=1)
+def _tiny_builder_class():
+    # TFDS registers builder classes by name, once per process: define it once however many modules use it.
+    import tensorflow_datasets as tfds
 
     class StyleganJaxTinyTest(tfds.core.GeneratorBasedBuilder):
         VERSION = tfds.core.Version("1.0.0")
@@ -648,6 +649,14 @@ def tfds_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                     },
                 )
 
+    return StyleganJaxTinyTest
+
+
+@pytest.fixture(scope="session")
+def tfds_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow")
+    StyleganJaxTinyTest = _tiny_builder_class()
     dirs = {}
     for fmt in ("tfrecord", "array_record"):
         d = str(tmp_path_factory.mktemp(f"tfds_{fmt}"))

@@ -59,8 +59,8 @@ def test_every_fixture_kind_has_exactly_its_checker():
         assert [c.name for c in parity.applicable_checkers(fx)] == [checker], fixture
     # Every fixture shipped in tests/fixtures is covered by some checker.
     for path in sorted(FIXTURES.glob("*.npz")) + sorted(FIXTURES.glob("*.pkl")):
-        if path.name.endswith("_expected.npz"):
-            continue
+        if path.name.endswith("_expected.npz") or path.name.startswith("vgg16"):
+            continue  # outputs of an official pickle (checked through it); our own VGG16 reference, not official
         assert parity.applicable_checkers(parity.fixture_for(path)), path.name
 
 

@@ -172,6 +172,7 @@ STYLEGAN2 = ("--config.data.resolution=16", "--config.model.cfg=stylegan2", "--c
              "--config.train.g_reg_interval=2", "--config.train.g_lr=0.002")
 
 
+@pytest.mark.slow  # ~5 min on 2 cores: a StyleGAN2 training command (the default suite keeps the StyleGAN3 one)
 def test_stylegan2_trains_with_the_same_command(tmp_path, cache_dir):
     config = write_config(tmp_path, total_kimg=0.016)  # 4 steps: Greg at 0 and 2, Dreg at 0 and 2
     workdir = tmp_path / "run"
