@@ -17,8 +17,14 @@ code and our StyleGAN3 ``Generator`` do. Variable collections (official names, `
   used by ``noise_mode='const'``).
 
 Random noise (``noise_mode='random'``, the official default) draws from the ``'noise'`` rng stream:
-pass ``rngs={'noise': key}`` to ``apply``. ``use_fp16`` / ``num_fp16_res`` / ``fused_modconv`` only
-change the official code's speed or precision, not its math, and are accepted and ignored here.
+pass ``rngs={'noise': key}`` to ``apply``. ``fused_modconv`` / ``fp16_channels_last`` only change the official
+code's speed, not its math, and are accepted and ignored here.
+
+Mixed precision: the official code runs the ``num_fp16_res`` highest-resolution blocks in float16 with
+``conv_clamp=256``. Here ``fp16_dtype`` (``with_compute_dtype('bfloat16')``, the training switch ``model.bf16``)
+makes those blocks compute their convolutions, bias, activation and clamp in that dtype; the styles, the
+demodulation coefficients, the noise images and strengths, the mapping network and the accumulated ToRGB image
+stay float32, and so does the output. ``None`` (the default) computes everything in float32.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class SynthesisLayer(nn.Module):
     activation: str = "lrelu"                     # 'linear', 'relu' or 'lrelu'.
     resample_filter: FilterSpec = DEFAULT_RESAMPLE_FILTER  # Low-pass taps used when upsampling.
     conv_clamp: float | None = None               # Clamp the output to +-conv_clamp (times gain); None = off.
+    dtype: Any = jnp.float32                      # Compute dtype of the conv, noise addition, bias and activation.
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray, noise_mode: str = "random", gain: float = 1.0) -> jnp.ndarray:
@@ -89,8 +96,9 @@ class SynthesisLayer(nn.Module):
                 # During init without a noise rng the const image stands in: the strength is 0 there anyway.
                 noise = (noise_const.value * strength)[None, :, :, None]
 
-        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up, padding=k // 2, prenormalize=False,
-                             resample_filter=resample_filter_array(self.resample_filter))
+        # Styles and demodulation coefficients are computed in float32 and cast for the product.
+        x = modulated_conv2d(x.astype(self.dtype), weight, styles, demodulate=True, up=self.up, padding=k // 2,
+                             prenormalize=False, resample_filter=resample_filter_array(self.resample_filter))
         if noise is not None:
             x = x + noise.astype(x.dtype)
         act_gain = ACTIVATION_GAINS[self.activation] * gain
@@ -107,9 +115,11 @@ class ToRGBLayer(nn.Module):
     w_dim: int                                    # Intermediate latent (W) dimensionality.
     kernel_size: int = 1                          # Convolution kernel size.
     conv_clamp: float | None = None               # Clamp the output to +-conv_clamp; None = off.
+    dtype: Any = jnp.float32                      # Compute dtype of the conv, bias and clamp (the block's).
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+        x = x.astype(self.dtype)
         in_channels = x.shape[-1]
         k = self.kernel_size
         # Without demodulation the equalized-lr weight gain must be applied; folding it into the
@@ -127,16 +137,18 @@ class SkipLayer(nn.Module):
 
     out_channels: int                             # Number of output channels.
     resample_filter: FilterSpec = DEFAULT_RESAMPLE_FILTER  # Low-pass taps for the upsampling.
+    dtype: Any = jnp.float32                      # Compute dtype (the block's).
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = x.astype(self.dtype)
         in_ch = x.shape[-1]
         weight = self.param("weight", normal_init(1.0), (1, 1, in_ch, self.out_channels))
         w = weight * (1 / math.sqrt(in_ch))
         # A 1x1 conv commutes with upsampling: convolve at low resolution, then upsample.
         y = conv2d(x, w)
         y = upsample2d(y, resample_filter_array(self.resample_filter))
-        return y * math.sqrt(0.5)
+        return y * jnp.asarray(math.sqrt(0.5), y.dtype)
 
 
 class SynthesisBlock(nn.Module):
@@ -154,6 +166,7 @@ class SynthesisBlock(nn.Module):
     kernel_size: int = 3                          # Kernel size of conv0 / conv1.
     use_noise: bool = True                        # Noise inputs in conv0 / conv1?
     activation: str = "lrelu"                     # Activation of conv0 / conv1.
+    dtype: Any = jnp.float32                      # Compute dtype of the block (bfloat16 = the official "use_fp16").
 
     @property
     def num_conv(self) -> int:
@@ -170,7 +183,8 @@ class SynthesisBlock(nn.Module):
         check_shape(ws, (None, self.num_conv + self.num_torgb, self.w_dim), f"b{res} ws")
         n = ws.shape[0]
         layer = dict(w_dim=self.w_dim, resolution=res, kernel_size=self.kernel_size, use_noise=self.use_noise,
-                     activation=self.activation, resample_filter=self.resample_filter, conv_clamp=self.conv_clamp)
+                     activation=self.activation, resample_filter=self.resample_filter, conv_clamp=self.conv_clamp,
+                     dtype=self.dtype)
 
         if self.in_channels == 0:
             const = self.param("const", normal_init(1.0), (res, res, self.out_channels))
@@ -181,7 +195,7 @@ class SynthesisBlock(nn.Module):
             conv0 = SynthesisLayer(self.in_channels, self.out_channels, up=2, name="conv0", **layer)
             conv1 = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **layer)
             if self.architecture == "resnet":
-                y = SkipLayer(self.out_channels, self.resample_filter, name="skip")(x)
+                y = SkipLayer(self.out_channels, self.resample_filter, dtype=self.dtype, name="skip")(x)
                 x = conv0(x, ws[:, 0], noise_mode)
                 x = conv1(x, ws[:, 1], noise_mode, gain=math.sqrt(0.5))
                 x = y + x
@@ -194,9 +208,9 @@ class SynthesisBlock(nn.Module):
             check_shape(img, (n, res // 2, res // 2, self.img_channels), f"b{res} image input")
             img = upsample2d(img, resample_filter_array(self.resample_filter))
         if self.num_torgb:
-            y = ToRGBLayer(self.img_channels, self.w_dim, conv_clamp=self.conv_clamp, name="torgb")(
-                x, ws[:, self.num_conv])
-            y = y.astype(jnp.float32)
+            y = ToRGBLayer(self.img_channels, self.w_dim, conv_clamp=self.conv_clamp, dtype=self.dtype,
+                           name="torgb")(x, ws[:, self.num_conv])
+            y = y.astype(jnp.float32)  # the image is accumulated in float32 whatever the block computes in
             img = y if img is None else img + y
         if img is not None:
             check_shape(img, (n, res, res, self.img_channels), f"b{res} image")
@@ -227,13 +241,26 @@ class SynthesisNetwork(nn.Module):
     img_channels: int                             # Number of color channels.
     channel_base: int = 32768                     # Overall multiplier for the number of channels.
     channel_max: int = 512                        # Maximum number of channels in any layer.
-    num_fp16_res: int = 4                         # Official fp16 resolutions; accepted and ignored (float32 here).
+    num_fp16_res: int = 4                         # Highest resolutions computed in fp16_dtype (when it is set).
     architecture: str = "skip"                    # 'orig', 'skip' or 'resnet'.
     resample_filter: FilterSpec = DEFAULT_RESAMPLE_FILTER  # Low-pass taps for all upsampling.
     conv_clamp: float | None = 256                # Clamp conv outputs to +-X; None = off.
     kernel_size: int = 3                          # Kernel size of the synthesis convolutions.
     use_noise: bool = True                        # Per-pixel noise inputs?
     activation: str = "lrelu"                     # Activation of the synthesis convolutions.
+    fp16_dtype: Any = None                        # Dtype of the num_fp16_res highest-resolution blocks (e.g.
+                                                  # 'bfloat16'); None = float32 everywhere.
+
+    @property
+    def fp16_resolution(self) -> int:
+        """Blocks at this resolution and above compute in ``fp16_dtype`` (when set); the official rule."""
+        return max(2 ** (int(math.log2(self.img_resolution)) + 1 - self.num_fp16_res), 8)
+
+    def block_dtype(self, res: int) -> Any:
+        """The compute dtype of the block at resolution ``res``."""
+        if self.fp16_dtype is not None and res >= self.fp16_resolution:
+            return jnp.dtype(self.fp16_dtype)
+        return jnp.float32
 
     @property
     def num_ws(self) -> int:
@@ -268,7 +295,7 @@ class SynthesisNetwork(nn.Module):
                 in_ch, block_channels(res, self.channel_base, self.channel_max), self.w_dim, res, self.img_channels,
                 is_last=res == self.img_resolution, architecture=self.architecture,
                 resample_filter=self.resample_filter, conv_clamp=self.conv_clamp, kernel_size=self.kernel_size,
-                use_noise=self.use_noise, activation=self.activation, name=f"b{res}")
+                use_noise=self.use_noise, activation=self.activation, dtype=self.block_dtype(res), name=f"b{res}")
             x, img = block(x, img, ws[:, start:start + count], noise_mode)
         check_shape(img, (ws.shape[0], self.img_resolution, self.img_resolution, self.img_channels),
                       "StyleGAN2 image")
@@ -295,18 +322,20 @@ class StyleGAN2Generator(GeneratorInterface):
     layer_features: int | None = None             # mapping_kwargs.layer_features: hidden mapping width (w_dim).
     channel_base: int = 32768                     # Overall multiplier for the number of channels.
     channel_max: int = 512                        # Maximum number of channels in any layer.
-    num_fp16_res: int = 4                         # Official fp16 resolutions; accepted and ignored.
+    num_fp16_res: int = 4                         # Highest resolutions computed in fp16_dtype (when it is set).
     architecture: str = "skip"                    # 'orig', 'skip' or 'resnet'.
     resample_filter: FilterSpec = DEFAULT_RESAMPLE_FILTER  # Low-pass taps for all upsampling.
     conv_clamp: float | None = 256                # Clamp conv outputs to +-X; None = off.
     kernel_size: int = 3                          # Kernel size of the synthesis convolutions.
     use_noise: bool = True                        # Per-pixel noise inputs?
     activation: str = "lrelu"                     # Activation of the synthesis convolutions.
+    fp16_dtype: Any = None                        # Compute dtype of the num_fp16_res highest-resolution blocks
+                                                  # (e.g. 'bfloat16'; a run-time choice, not saved); None = float32.
 
     config_class: ClassVar[str] = "stylegan2.Generator"
     cfg_names: ClassVar[tuple[str, ...]] = ("stylegan2",)
     has_input_transform: ClassVar[bool] = False
-    supports_compute_dtype: ClassVar[bool] = False  # Computes in float32 throughout (no bf16 path yet).
+    supports_compute_dtype: ClassVar[bool] = True
 
     @property
     def has_noise_inputs(self) -> bool:
@@ -322,7 +351,8 @@ class StyleGAN2Generator(GeneratorInterface):
             w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels,
             channel_base=self.channel_base, channel_max=self.channel_max, num_fp16_res=self.num_fp16_res,
             architecture=self.architecture, resample_filter=self.resample_filter, conv_clamp=self.conv_clamp,
-            kernel_size=self.kernel_size, use_noise=self.use_noise, activation=self.activation, **kw)
+            kernel_size=self.kernel_size, use_noise=self.use_noise, activation=self.activation,
+            fp16_dtype=self.fp16_dtype, **kw)
 
     @property
     def num_ws(self) -> int:
@@ -347,6 +377,11 @@ class StyleGAN2Generator(GeneratorInterface):
 
     # ---- The rest of the generator interface (stylegan_jax.networks.generator).
 
+    def with_compute_dtype(self, dtype: Any) -> StyleGAN2Generator:
+        """The ``num_fp16_res`` highest-resolution blocks compute in ``dtype`` (e.g. 'bfloat16'); None = float32.
+        Same variables."""
+        return self.clone(fp16_dtype=dtype, parent=None)
+
     def to_config(self) -> dict:
         return {"class": self.config_class, "kwargs": {f: getattr(self, f) for f in STYLEGAN2_FIELDS}}
 
@@ -357,7 +392,7 @@ class StyleGAN2Generator(GeneratorInterface):
         unknown = set(kwargs) - set(STYLEGAN2_FIELDS)
         if unknown:
             raise ValueError(f"generator config has unknown fields {sorted(unknown)}")
-        kwargs["resample_filter"] = as_filter_spec(kwargs.get("resample_filter", DEFAULT_RESAMPLE_FILTER))
+        kwargs["resample_filter"] = filter_field(kwargs.get("resample_filter", DEFAULT_RESAMPLE_FILTER))
         return cls(**kwargs)
 
     @classmethod
@@ -375,8 +410,24 @@ class StyleGAN2Generator(GeneratorInterface):
                    mapping_layers=mapping_layers, channel_base=channel_base, channel_max=channel_max, **overrides)
 
 
-# Architecture fields (everything a checkpoint config must record to rebuild the module).
-STYLEGAN2_FIELDS = tuple(f.name for f in dataclasses.fields(StyleGAN2Generator) if f.name not in ("parent", "name"))
+# Architecture fields (everything a checkpoint config must record to rebuild the module; the compute dtype is a
+# run-time choice, like StyleGAN3's).
+STYLEGAN2_FIELDS = tuple(f.name for f in dataclasses.fields(StyleGAN2Generator)
+                         if f.name not in ("parent", "name", "fp16_dtype"))
+
+
+def filter_field(f: Any) -> FilterSpec:
+    """``resample_filter`` as a module field: :func:`as_filter_spec` (nested tuples, validated) with integral taps
+    kept as ints, so that a generator rebuilt from its JSON config equals the one saved (same repr, so the same
+    compiled functions: ``[1, 3, 3, 1]`` stays ``(1, 3, 3, 1)``)."""
+    spec = as_filter_spec(f)
+
+    def tap(v: float) -> float | int:
+        return int(v) if float(v).is_integer() else v
+
+    if isinstance(spec[0], tuple):
+        return tuple(tuple(tap(v) for v in row) for row in spec)
+    return tuple(tap(v) for v in spec)
 
 
 # Official constructor arguments: where each lands, and the ones that only affect speed/precision.
@@ -429,7 +480,7 @@ def stylegan2_generator_from_official_kwargs(G_kwargs: dict) -> StyleGAN2Generat
     if kw:
         raise ValueError(f"unsupported official StyleGAN2 generator kwargs {sorted(kw)}")
     if "resample_filter" in fields:
-        fields["resample_filter"] = as_filter_spec(fields["resample_filter"])
+        fields["resample_filter"] = filter_field(fields["resample_filter"])
     if fields.get("architecture", "skip") not in ARCHITECTURES:
         raise ValueError(f"architecture {fields['architecture']!r} not in {ARCHITECTURES}")
     if fields.get("activation", "lrelu") not in ACTIVATION_GAINS:
