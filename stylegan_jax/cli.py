@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 # subcommand -> (module, help)
 SUBCOMMANDS = {
@@ -27,7 +29,57 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+# Errors a subcommand reports as one line on stderr (status 1) instead of a traceback: bad options and checkpoints
+# (CheckpointError is a ValueError), unreadable files, a missing optional extra, a refused computation.
+COMMAND_ERRORS = (ValueError, RuntimeError, OSError, ImportError)
+
+
+def report_errors(name: str, run: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run ``run(args)`` for ``stylegan-jax NAME``: 0 when it returns, 1 with ``stylegan-jax NAME: error: ...`` on
+    stderr when it raises one of :data:`COMMAND_ERRORS` (anything else is a bug and keeps its traceback)."""
+    try:
+        run(args)
+    except COMMAND_ERRORS as e:
+        print(f"stylegan-jax {name}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, network_help: str = "which generator weights to use",
+                             ) -> None:
+    """``--ckpt PATH --step N --network {G_ema,G}``: the generator of a checkpoint (generate, project, metrics)."""
+    parser.add_argument("--ckpt", required=True, metavar="PATH",
+                        help="checkpoint: a training workdir, its checkpoints/ directory, one step directory, or the "
+                             "output of 'stylegan-jax convert'")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--network", choices=("G_ema", "G"), default="G_ema", help=f"{network_help} (default: G_ema)")
+
+
+def load_sampler(args: argparse.Namespace, batch_size: int = 8) -> Any:
+    """The :class:`~stylegan_jax.apis.sampling.Sampler` of ``--ckpt --step --network``, with ``--class`` checked
+    against the generator: required (and in range) for a conditional one, warned about and cleared for an
+    unconditional one. Uses the ``function_cache`` a caller handed to :func:`main`, if any."""
+    from stylegan_jax.apis.sampling import Sampler
+
+    s = Sampler.from_checkpoint(args.ckpt, step=args.step, which=args.network, batch_size=batch_size,
+                                cache=getattr(args, "function_cache", None))
+    print(f"loaded {s} from {args.ckpt}")
+    if s.c_dim > 0 and args.class_idx is None:
+        raise ValueError(f"the generator is conditional (c_dim={s.c_dim}): pass --class K with K in 0..{s.c_dim - 1}")
+    if s.c_dim == 0 and args.class_idx is not None:
+        print(f"warning: --class {args.class_idx} ignored: the generator is unconditional", file=sys.stderr)
+        args.class_idx = None
+    s.labels(1, args.class_idx)  # an out-of-range class is refused before any work
+    return s
+
+
+def main(argv: list[str] | None = None, **context: Any) -> int:
+    """Run ``stylegan-jax ARGV`` and return its exit status.
+
+    ``context``: objects an in-process caller hands to the subcommand, set as attributes of its parsed arguments;
+    ``function_cache`` (a :class:`stylegan_jax.apis.sampling.FunctionCache`) lets repeated ``generate`` /
+    ``project`` calls in one process (a notebook, the tests) reuse the functions compiled for one architecture.
+    """
     if argv is None:  # run as a program (not called from Python): enable huge pages for XLA's buffers
         from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
 
@@ -49,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = overrides
     else:
         args = ap.parse_args(argv)
+    for name, value in context.items():
+        setattr(args, name, value)
     return int(importlib.import_module(args._module).command(args) or 0)
 
 

@@ -1,6 +1,14 @@
+from __future__ import annotations
+
+import contextlib
 import json
 import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +40,43 @@ def load_fixture():
 
 def pytest_configure(config):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+class LiveServer:
+    """uvicorn serving the ASGI ``app`` on 127.0.0.1 in a daemon thread, on a port the OS picks; ``url`` is its base
+    address. A context manager: started on entry, stopped on exit (the API tests of ``serve`` and ``visualize``)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))  # uvicorn serves on this very socket: no race for the port
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Callable[[Any], LiveServer]]:
+    """``serve(app) -> LiveServer``: the app served over real HTTP until the end of the test module."""
+    with contextlib.ExitStack() as stack:
+        yield lambda app: stack.enter_context(LiveServer(app))
 
 
 @pytest.fixture(scope="session")

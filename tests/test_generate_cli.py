@@ -4,7 +4,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from stylegan_jax.apis.sampling import Sampler
+from stylegan_jax.apis.sampling import FunctionCache, Sampler
 from stylegan_jax.checkpoint import save_checkpoint
 from stylegan_jax.cli import main
 from stylegan_jax.models import generator_config
@@ -28,8 +28,27 @@ def cond_ckpt(tmp_path_factory):
     return path
 
 
-def generate(*args: str) -> int:
-    return main(["generate", "--batch-size", str(BATCH), *args])
+# This module's compiled functions: every generate call below reuses them (a CLI process would compile once).
+FUNCTIONS = FunctionCache()
+
+
+def generate(*args: str, cache: FunctionCache = FUNCTIONS) -> int:
+    """``stylegan-jax generate --batch-size 4 ARGS`` in-process, with the compiled functions of ``cache``."""
+    return main(["generate", "--batch-size", str(BATCH), *args], function_cache=cache)
+
+
+def check_style_mix_and_interpolation(generate, ckpt, tmp_path, res: int, *extra: str) -> None:
+    """``--style-mix`` writes the (rows + 1) x (cols + 1) grid, ``--interpolate`` the frames of the video."""
+    out = tmp_path / "mix"
+    assert generate("--ckpt", str(ckpt), "--style-mix", "--rows", "0-1", "--cols", "2-4", "--styles", "0-2",
+                    "--outdir", str(out), *extra) == 0
+    with PIL.Image.open(out / "style_mix.png") as im:
+        assert im.size == (4 * res, 3 * res)
+    video = tmp_path / "lerp.gif"
+    assert generate("--ckpt", str(ckpt), "--seeds", "0,1", "--interpolate", "--frames", "3", "--video", str(video),
+                    *extra) == 0
+    with PIL.Image.open(video) as im:
+        assert im.n_frames == 4 and im.size == (res, res)
 
 
 def test_seed_pngs_and_grid(ckpt, tmp_path, capsys):
@@ -43,7 +62,7 @@ def test_seed_pngs_and_grid(ckpt, tmp_path, capsys):
     with PIL.Image.open(out / "grid.png") as im:
         assert im.size == (2 * RES, 2 * RES)
     # Same pixels as the Python API (the PNG is lossless).
-    ref = Sampler.from_checkpoint(ckpt, batch_size=BATCH).images([0, 1, 2, 3], psi=0.7)
+    ref = Sampler.from_checkpoint(ckpt, batch_size=BATCH, cache=FUNCTIONS).images([0, 1, 2, 3], psi=0.7)
     np.testing.assert_array_equal(img, ref[2])
     assert "wrote 4 image(s)" in capsys.readouterr().out
 
@@ -59,20 +78,12 @@ def test_translate_rotate_change_the_image(ckpt, tmp_path):
 
 
 def test_style_mix_and_interpolation(ckpt, tmp_path):
-    out = tmp_path / "mix"
-    assert generate("--ckpt", str(ckpt), "--style-mix", "--rows", "0-1", "--cols", "2-4", "--styles", "0-6",
-                    "--outdir", str(out)) == 0
-    with PIL.Image.open(out / "style_mix.png") as im:
-        assert im.size == (4 * RES, 3 * RES)
-    video = tmp_path / "lerp.gif"
-    assert generate("--ckpt", str(ckpt), "--seeds", "0,1", "--interpolate", "--frames", "3", "--kind", "slerp",
-                    "--video", str(video)) == 0
-    with PIL.Image.open(video) as im:
-        assert im.n_frames == 4 and im.size == (RES, RES)
+    check_style_mix_and_interpolation(generate, ckpt, tmp_path, RES, "--kind", "slerp")
 
 
 def test_bad_checkpoint_path(tmp_path, capsys):
-    rc = generate("--ckpt", str(tmp_path / "nope"), "--seeds", "0", "--outdir", str(tmp_path / "o"))
+    # The command as a program runs it: no function cache handed in.
+    rc = main(["generate", "--ckpt", str(tmp_path / "nope"), "--seeds", "0", "--outdir", str(tmp_path / "o")])
     assert rc != 0
     err = capsys.readouterr().err
     assert "nope" in err and "no such checkpoint" in err

@@ -12,6 +12,7 @@ import pytest
 
 from stylegan_jax.apis.postprocessing import denormalize
 from stylegan_jax.apis.sampling import (
+    FunctionCache,
     Sampler,
     image_grid,
     make_transform,
@@ -34,8 +35,9 @@ def tiny_generator(c_dim: int = 0):
 
 
 def abstract_variables(G, seed: int = 0):
-    """Random variables of the right structure without compiling G.init (eval_shape only traces): normal draws,
-    except the input transform (identity) and the magnitude EMAs (positive), so the generator output is finite."""
+    """Random variables of the right structure without compiling G.init (eval_shape only traces), for any
+    generator: normal draws (scalars too, e.g. StyleGAN2's noise strengths), except StyleGAN3's input transform
+    (identity) and magnitude EMAs (positive), so the generator output is finite."""
     shapes = jax.eval_shape(G.init, jax.random.PRNGKey(0), jnp.zeros((1, G.z_dim)), jnp.zeros((1, G.c_dim)))
     rng = np.random.RandomState(seed)
 
@@ -45,7 +47,7 @@ def abstract_variables(G, seed: int = 0):
             return np.eye(3, dtype=np.float32)
         if name == "magnitude_ema":
             return np.ones(s.shape, np.float32)
-        return rng.randn(*s.shape).astype(np.float32)
+        return np.asarray(rng.randn(*s.shape), np.float32)  # randn() of no shape is a Python float
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
@@ -62,6 +64,22 @@ def tiny_variables(c_dim: int = 0) -> dict:
 @pytest.fixture(scope="module")
 def sampler():
     return Sampler(tiny_generator(), tiny_variables(), batch_size=BATCH)
+
+
+def test_function_cache_is_the_owners():
+    G, v = tiny_generator(), tiny_variables()
+    own, other = Sampler(G, v), Sampler(G, v)
+    assert own._fns is not other._fns  # no cache shared behind the caller's back
+    cache = FunctionCache(max_entries=2)
+    a, b = Sampler(G, v, cache=cache), Sampler(G, {**v}, batch_size=2, cache=cache)
+    assert a._fns is b._fns and a.cache is cache and len(cache) == 1  # one architecture, one set of functions
+    assert Sampler(tiny_generator(c_dim=3), abstract_variables(tiny_generator(c_dim=3)), cache=cache)._fns \
+        is not a._fns
+    built = []
+    assert cache.get(G, "x", lambda: built.append(1) or "x") == "x" and len(cache) == 2  # oldest entry dropped
+    assert Sampler(G, v, cache=cache)._fns is not a._fns and built == [1]
+    with pytest.raises(ValueError, match="max_entries"):
+        FunctionCache(0)
 
 
 # ----------------------------------------------------------------------------------------------------------------

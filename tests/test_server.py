@@ -1,4 +1,5 @@
-"""The HTTP service, run for real: uvicorn on 127.0.0.1 (a free port, background thread), driven with httpx.
+"""The HTTP service, run for real: uvicorn on 127.0.0.1 (a free port, background thread: the ``serve`` fixture
+of conftest.py), driven with httpx.
 
 Uses the fixture models exported once per session by ``tests/test_onnx.py``.
 """
@@ -22,46 +23,20 @@ import pytest
 pytest.importorskip("jax2onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 from PIL import Image  # noqa: E402
 
 from stylegan_jax.apis import watermark  # noqa: E402
 from stylegan_jax.apis.inference import InferenceSession, payload_bits  # noqa: E402
 from stylegan_jax.apis.server import create_app  # noqa: E402
+from tests.conftest import LiveServer  # noqa: E402
 from tests.test_onnx import exported_model  # noqa: E402
 
 KEY = "test-server-key"
 PAYLOAD = b"\x5a\xc3\x96"  # 24 bits
 BITS = payload_bits(PAYLOAD)
 TIMEOUT = httpx.Timeout(60.0)
-
-
-class Server:
-    """uvicorn serving ``app`` on 127.0.0.1 in a daemon thread; ``url`` is its base address."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +47,15 @@ def t_session(tmp_path_factory) -> InferenceSession:
 
 
 @pytest.fixture(scope="module")
-def server(t_session) -> Iterator[Server]:
-    with Server(create_app(t_session, max_concurrency=2, max_queue=1)) as s:
-        yield s
+def server(serve, t_session) -> LiveServer:
+    return serve(create_app(t_session, max_concurrency=2, max_queue=1))
 
 
 @pytest.fixture(scope="module")
-def cond_server(tmp_path_factory) -> Iterator[Server]:
+def cond_server(serve, tmp_path_factory) -> LiveServer:
     session = InferenceSession(exported_model(tmp_path_factory, "r").path, watermark_key=KEY, payload=PAYLOAD,
                                intra_op_threads=1)
-    with Server(create_app(session, max_concurrency=1)) as s:
-        yield s
+    return serve(create_app(session, max_concurrency=1))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +108,7 @@ def test_post_generate_returns_a_watermarked_png(client: httpx.Client, t_session
     assert decode_png(client.post("/generate", json={"z": [z.tolist()]})).shape == (64, 64, 3)
 
 
-def test_conditional_model_takes_a_class(cond_server: Server) -> None:
+def test_conditional_model_takes_a_class(cond_server: LiveServer) -> None:
     with httpx.Client(base_url=cond_server.url, timeout=TIMEOUT) as c:
         img = decode_png(c.get("/generate", params={"seed": 1, "class": 3, "psi": 0.5}))
         assert img.shape == (64, 64, 3)
@@ -234,7 +207,7 @@ def check_burst_responses(responses: list[httpx.Response]) -> list[int]:
     return codes
 
 
-def test_burst_is_fully_answered(client: httpx.Client, server: Server) -> None:
+def test_burst_is_fully_answered(client: httpx.Client, server: LiveServer) -> None:
     """16 simultaneous requests against 2 slots + 1 queue place: every request is answered (200 or a JSON 503 with
     Retry-After), none hangs, and the server is idle and still serving afterwards."""
     t0 = time.monotonic()
@@ -274,7 +247,7 @@ def test_admission_is_exactly_slots_plus_queue(t_session: InferenceSession) -> N
     """With generation held, 16 simultaneous requests against 2 slots + 1 queue place: exactly 3 are admitted,
     13 get 503 at once, /healthz keeps answering promptly; once released, the 3 admitted ones complete."""
     gated = Gated(t_session)
-    with Server(create_app(gated, max_concurrency=2, max_queue=1)) as s, \
+    with LiveServer(create_app(gated, max_concurrency=2, max_queue=1)) as s, \
             httpx.Client(base_url=s.url, timeout=TIMEOUT) as c, \
             concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(burst, s.url, 16)

@@ -1,30 +1,29 @@
 """Sampling from StyleGAN2 generators: noise modes, reproducible random noise, no input transform, the CLI."""
 
 import functools
-import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import pytest
 
-from stylegan_jax.apis.sampling import Sampler
-from stylegan_jax.checkpoint import save_checkpoint
+from stylegan_jax.apis.sampling import FunctionCache, Sampler, architecture_key
+from stylegan_jax.checkpoint import load_generator, save_checkpoint
 from stylegan_jax.cli import main
-from stylegan_jax.models import generator_config, generator_from_config
+from stylegan_jax.models import generator_config
 from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
+from tests.test_generate_cli import check_style_mix_and_interpolation
+from tests.test_generate_cli import generate as run_generate
+from tests.test_sampling import abstract_variables
 
 RES = 16
 BATCH = 4  # every compiled call below uses chunks of 4 rows, so each function compiles once
 
 
 def tiny_sg2(res: int = RES) -> StyleGAN2Generator:
-    # At 16 px: blocks 4, 8, 16, six ws, five noise inputs. Built as a checkpoint rebuilds it (the filter taps
-    # become floats), so that the CLI tests find the Sampler functions this module already compiled.
-    G = StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=res, channel_base=8 * res, channel_max=16,
-                           mapping_layers=2)
-    return generator_from_config(json.loads(json.dumps(generator_config(G))))
+    # At 16 px: blocks 4, 8, 16, six ws, five noise inputs.
+    return StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=res, channel_base=8 * res, channel_max=16,
+                              mapping_layers=2)
 
 
 @functools.cache
@@ -32,18 +31,20 @@ def tiny_sg2_variables(res: int = RES) -> dict:
     """Random variables of tiny_sg2(res) without compiling G.init (eval_shape only traces). Every noise_strength
     is a normal draw, not the 0 of an init, so that the noise modes give different images."""
     G = tiny_sg2(res)
-    shapes = jax.eval_shape(lambda k: G.init(k, jnp.zeros((1, G.z_dim)), noise_mode="const"), jax.random.PRNGKey(0))
-    rng = np.random.RandomState(0)
-    variables = jax.tree.map(lambda s: np.asarray(rng.randn(*s.shape), np.float32), shapes)
+    variables = abstract_variables(G)
     strengths = [x for p, x in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
                  if "noise_strength" in jax.tree_util.keystr(p)]
-    assert len(strengths) == G.num_ws - 1 and all(float(x) != 0 for x in strengths)
+    assert len(strengths) == G.num_ws - 1 and all(x.shape == () and float(x) != 0 for x in strengths)
     return variables
+
+
+# This module's compiled functions, shared by its Samplers and in-process generate calls.
+FUNCTIONS = FunctionCache()
 
 
 @pytest.fixture(scope="module")
 def sampler():
-    return Sampler(tiny_sg2(), tiny_sg2_variables(), batch_size=BATCH)
+    return Sampler(tiny_sg2(), tiny_sg2_variables(), batch_size=BATCH, cache=FUNCTIONS)
 
 
 def differ(a: np.ndarray, b: np.ndarray) -> bool:
@@ -139,7 +140,16 @@ def ckpt(tmp_path_factory):
 
 
 def generate(*args: str) -> int:
-    return main(["generate", "--batch-size", str(BATCH), *args])
+    return run_generate(*args, cache=FUNCTIONS)
+
+
+def test_checkpoint_round_trip_keeps_the_compiled_functions(ckpt, sampler):
+    # The rebuilt generator equals the saved one (integer filter taps stay integers), so a Sampler of the
+    # checkpoint finds the functions compiled for the in-memory model instead of compiling them again.
+    G, _ = load_generator(ckpt)
+    assert G == sampler.G and architecture_key(G) == architecture_key(sampler.G)
+    assert G.resample_filter == (1, 3, 3, 1)
+    assert Sampler.from_checkpoint(ckpt, batch_size=BATCH, cache=FUNCTIONS)._fns is sampler._fns
 
 
 def read(path) -> np.ndarray:
@@ -156,21 +166,12 @@ def test_cli_noise_modes(ckpt, tmp_path):
     assert out["const"].shape == (4, RES, RES, 3)
     assert differ(out["const"], out["none"]) and differ(out["const"], out["random"])
     np.testing.assert_array_equal(out["random"], out["random2"])  # the same command, the same pictures
-    ref = Sampler.from_checkpoint(ckpt, batch_size=BATCH).images([0, 1, 2, 3], noise_mode="random")
+    ref = Sampler.from_checkpoint(ckpt, batch_size=BATCH, cache=FUNCTIONS).images([0, 1, 2, 3], noise_mode="random")
     np.testing.assert_array_equal(out["random"], ref)
 
 
 def test_cli_style_mix_and_interpolation(ckpt, tmp_path):
-    mix = tmp_path / "mix"
-    assert generate("--ckpt", str(ckpt), "--style-mix", "--rows", "0-1", "--cols", "2-4", "--styles", "0-2",
-                    "--noise-mode", "random", "--outdir", str(mix)) == 0
-    with PIL.Image.open(mix / "style_mix.png") as im:
-        assert im.size == (4 * RES, 3 * RES)
-    video = tmp_path / "lerp.gif"
-    assert generate("--ckpt", str(ckpt), "--seeds", "0,1", "--interpolate", "--frames", "3", "--noise-mode", "random",
-                    "--video", str(video)) == 0
-    with PIL.Image.open(video) as im:
-        assert im.n_frames == 4 and im.size == (RES, RES)
+    check_style_mix_and_interpolation(generate, ckpt, tmp_path, RES, "--noise-mode", "random")
 
 
 def test_cli_translate_is_refused(ckpt, tmp_path, capsys):

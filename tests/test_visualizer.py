@@ -25,22 +25,25 @@ import PIL.Image
 import pytest
 
 pytest.importorskip("fastapi")
-import uvicorn  # noqa: E402
+pytest.importorskip("uvicorn")
 
 from stylegan_jax.apis import visualizer, watermark  # noqa: E402
 from stylegan_jax.apis.inference import payload_bits  # noqa: E402
 from stylegan_jax.apis.postprocessing import denormalize  # noqa: E402
-from stylegan_jax.apis.sampling import Sampler  # noqa: E402
+from stylegan_jax.apis.sampling import FunctionCache, Sampler  # noqa: E402
 from stylegan_jax.apis.visualizer import RenderSettings, create_app  # noqa: E402
 from stylegan_jax.checkpoint import save_checkpoint  # noqa: E402
 from stylegan_jax.cli import main  # noqa: E402
 from stylegan_jax.models import build_generator, generator_config  # noqa: E402
+from tests.conftest import LiveServer as Server  # noqa: E402  (also used by test_visualizer_browser)
 from tests.test_sampling import abstract_variables  # noqa: E402
 
 RES = 32
 STEPS = (10, 20)
 TIMEOUT = httpx.Timeout(120.0)  # the first render of a shape compiles
 KEY = "test-visualizer-key"
+# This module's compiled functions, handed to every app and generate call below (one compile per architecture).
+FUNCTIONS = FunctionCache(max_entries=64)
 
 
 def tiny_conditional_generator():
@@ -59,46 +62,20 @@ def build_workdir(root: Path) -> Path:
     return workdir
 
 
-class Server:
-    """uvicorn serving ``app`` on 127.0.0.1 (a port the OS picks) in a daemon thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
 def decode_data_url(url: str) -> np.ndarray:
     assert url.startswith("data:image/png;base64,")
     return np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
 
 
-def run_generate(command: str, outdir: Path) -> np.ndarray:
+def run_generate(command: str, outdir: Path, cache: FunctionCache | None = None) -> np.ndarray:
     """Run the page's ``stylegan-jax generate`` command in-process (its --outdir replaced) and return the image it
-    writes for the page: the seed's PNG, or the bottom-right cell of style_mix.png."""
+    writes for the page: the seed's PNG, or the bottom-right cell of style_mix.png. ``cache``: compiled functions
+    to reuse (the app's)."""
     argv = shlex.split(command)
     assert argv[:2] == ["stylegan-jax", "generate"], command
     i = argv.index("--outdir")
     argv[i + 1] = str(outdir)
-    assert main(argv[1:]) == 0, command
+    assert main(argv[1:], function_cache=cache) == 0, command
     if "--style-mix" in argv:
         grid = np.asarray(PIL.Image.open(outdir / "style_mix.png"))
         return grid[RES:, RES:]
@@ -112,9 +89,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir) -> Iterator[Server]:
-    with Server(create_app(workdir, max_concurrency=1, max_queue=2)) as s:
-        yield s
+def server(serve, workdir) -> Server:
+    return serve(create_app(workdir, functions=FUNCTIONS, max_concurrency=1, max_queue=2))
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +141,7 @@ def test_images_equal_what_generate_writes(client: httpx.Client, tmp_path: Path)
         img = decode_data_url(r["image"])
         assert img.shape == (RES, RES, 3) and img.dtype == np.uint8
         assert "writes this image exactly" in r["command_note"]
-        ref = run_generate(r["command"], tmp_path / f"case{i}")
+        ref = run_generate(r["command"], tmp_path / f"case{i}", FUNCTIONS)
         np.testing.assert_array_equal(img, ref, err_msg=r["command"])
         shown.append(img)
     # Every control changed the picture (transform, step + seed, mixing).
@@ -181,7 +157,7 @@ def test_fractional_seed_interpolates_in_w(client: httpx.Client, workdir: Path) 
     np.testing.assert_array_equal(decode_data_url(render(client, seed="3.0", **{"class": 0})["image"]), whole)
     r = render(client, seed=3.25, **{"class": 0}, rotate=5)
     assert "fractional" in r["command_note"] and "--seeds 3 " in r["command"]
-    s = Sampler.from_checkpoint(workdir, step=STEPS[-1])
+    s = Sampler.from_checkpoint(workdir, step=STEPS[-1], cache=FUNCTIONS)
     ws = s.ws_from_seeds([3, 4], class_idx=0).astype(np.float64)
     ref = s.synthesize((0.75 * ws[:1] + 0.25 * ws[1:]).astype(np.float32), rotate=5)[0]
     np.testing.assert_array_equal(decode_data_url(r["image"]), ref)
@@ -190,7 +166,7 @@ def test_fractional_seed_interpolates_in_w(client: httpx.Client, workdir: Path) 
 
 
 def test_layer_activations(client: httpx.Client, workdir: Path) -> None:
-    s = Sampler.from_checkpoint(workdir, step=STEPS[-1])
+    s = Sampler.from_checkpoint(workdir, step=STEPS[-1], cache=FUNCTIONS)
     layers = visualizer.synthesis_layers(s)
     torgb, (h, w, c) = layers[-1]
     st = RenderSettings(step=STEPS[-1], seed=4.0, psi=0.5, class_idx=2, translate=(0.05, 0.0), rotate=30.0)
@@ -259,7 +235,7 @@ def test_busy_server_answers_503(workdir: Path, monkeypatch) -> None:
         return real(s, st)
 
     monkeypatch.setattr(visualizer, "render_image", gated)
-    with Server(create_app(workdir, max_concurrency=1, max_queue=0)) as srv, \
+    with Server(create_app(workdir, functions=FUNCTIONS, max_concurrency=1, max_queue=0)) as srv, \
             httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
         results = {}
         first = threading.Thread(target=lambda: results.setdefault("first", c.get(
@@ -284,7 +260,7 @@ def test_downloads_carry_the_watermark_when_keyed(workdir: Path, client: httpx.C
     assert 'filename="seed0006_step20.png"' in plain.headers["content-disposition"]
     shown = decode_data_url(render(client, **params)["image"])
     np.testing.assert_array_equal(np.asarray(PIL.Image.open(io.BytesIO(plain.content))), shown)
-    with Server(create_app(workdir, watermark_key=KEY, payload=b"SG3J")) as srv, \
+    with Server(create_app(workdir, functions=FUNCTIONS, watermark_key=KEY, payload=b"SG3J")) as srv, \
             httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
         assert c.get("/api/info").json()["watermark"] == {"downloads": True, "num_bits": 32}
         page = decode_data_url(c.get("/api/render", params=params).json()["image"])
@@ -315,7 +291,8 @@ def sg2_workdir(tmp_path_factory) -> Path:
 def test_stylegan2_noise_modes_and_new_checkpoints(sg2_workdir: Path, tmp_path: Path) -> None:
     from tests.test_stylegan2_sampling import tiny_sg2, tiny_sg2_variables
 
-    with Server(create_app(sg2_workdir)) as srv, httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
+    with Server(create_app(sg2_workdir, functions=FUNCTIONS)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
         info = c.get("/api/info").json()
         assert info["input_transform"] is False and info["noise_inputs"] is True and info["steps"] == [1]
         names = [layer["name"] for layer in info["layers"]]
@@ -330,7 +307,7 @@ def test_stylegan2_noise_modes_and_new_checkpoints(sg2_workdir: Path, tmp_path: 
             if extra:
                 assert out["activation"]["shape"] == [8, 8, 16]
             imgs[mode] = decode_data_url(out["image"])
-            np.testing.assert_array_equal(imgs[mode], run_generate_sg2(out["command"], tmp_path / mode))
+            np.testing.assert_array_equal(imgs[mode], run_generate(out["command"], tmp_path / mode, FUNCTIONS))
         assert not np.array_equal(imgs["const"], imgs["random"]) and not np.array_equal(imgs["const"], imgs["none"])
         # A checkpoint written while the visualizer runs (a training run saving) is listed and renders.
         variables = dict(tiny_sg2_variables())
@@ -342,13 +319,6 @@ def test_stylegan2_noise_modes_and_new_checkpoints(sg2_workdir: Path, tmp_path: 
         old = c.get("/api/render", params={"seed": 2, "step": 1, "psi": 0.5})
         assert new.status_code == old.status_code == 200
         assert not np.array_equal(decode_data_url(new.json()["image"]), decode_data_url(old.json()["image"]))
-
-
-def run_generate_sg2(command: str, outdir: Path) -> np.ndarray:
-    argv = shlex.split(command)
-    argv[argv.index("--outdir") + 1] = str(outdir)
-    assert main(argv[1:]) == 0
-    return np.asarray(PIL.Image.open(outdir / f"seed{int(argv[argv.index('--seeds') + 1]):04d}.png"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -394,7 +364,8 @@ def test_diverged_checkpoint_is_reported_not_shown(tmp_path: Path) -> None:
     G = tiny_conditional_generator()
     variables = jax.tree.map(lambda x: np.full_like(x, np.nan), abstract_variables(G))
     save_checkpoint(tmp_path / "run" / "checkpoints", 7, {"G_ema": variables}, {"generator": generator_config(G)})
-    with Server(create_app(tmp_path / "run")) as srv, httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
+    with Server(create_app(tmp_path / "run", functions=FUNCTIONS)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=TIMEOUT) as c:
         r = c.get("/api/render", params={"seed": 1, "class": 0})
         assert r.status_code == 500 and "render failed" in r.json()["error"] and "NaN" in r.json()["error"]
         assert c.get("/healthz").json()["in_flight"] == 0

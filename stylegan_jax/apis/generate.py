@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stylegan_jax.apis.sampling import _to_pil, parse_range, parse_vec2
+from stylegan_jax.cli import add_checkpoint_arguments, load_sampler, report_errors
 
 
 def _range_arg(s: str) -> list[int]:
@@ -48,12 +49,7 @@ def _vec2_arg(s: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stylegan-jax generate``."""
-    parser.add_argument("--ckpt", required=True, metavar="PATH",
-                        help="checkpoint: a training workdir, its checkpoints/ directory, one step directory, or the "
-                             "output of 'stylegan-jax convert'")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--network", choices=("G_ema", "G"), default="G_ema",
-                        help="which generator weights to sample from (default: G_ema)")
+    add_checkpoint_arguments(parser, "which generator weights to sample from")
     parser.add_argument("--seeds", type=_range_arg, metavar="LIST",
                         help="random seeds, e.g. '0-7,10' (z = np.random.RandomState(seed).randn(1, z_dim))")
     parser.add_argument("--ws", dest="ws_files", action="append", default=None, metavar="FILE",
@@ -106,8 +102,6 @@ def _save_png(img: np.ndarray, path: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from stylegan_jax.apis.sampling import Sampler
-
     # Validate the options before loading anything, so mistakes cost nothing.
     if args.style_mix and args.interpolate:
         raise ValueError("choose one of --style-mix and --interpolate")
@@ -125,13 +119,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
 
-    s = Sampler.from_checkpoint(args.ckpt, step=args.step, which=args.network, batch_size=args.batch_size)
-    print(f"loaded {s} from {args.ckpt}")
-    if s.c_dim > 0 and args.class_idx is None:
-        raise ValueError(f"the generator is conditional (c_dim={s.c_dim}): pass --class K with K in 0..{s.c_dim - 1}")
-    if s.c_dim == 0 and args.class_idx is not None:
-        print(f"warning: --class {args.class_idx} ignored: the generator is unconditional", file=sys.stderr)
-        args.class_idx = None
+    s = load_sampler(args, batch_size=args.batch_size)
     s.input_transform(args.translate, args.rotate)  # StyleGAN2 refuses --translate/--rotate before any output
     outdir = Path(args.outdir) if args.outdir is not None else None
     if outdir is not None:
@@ -215,11 +203,4 @@ def _run_ws(args: argparse.Namespace, s, outdir: Path | None, common: dict) -> N
 
 def command(args: argparse.Namespace) -> int:
     """Run ``stylegan-jax generate``; returns the exit status (errors are reported on stderr, status 1)."""
-    from stylegan_jax.checkpoint import CheckpointError
-
-    try:
-        _run(args)
-    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
-        print(f"stylegan-jax generate: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors("generate", _run, args)

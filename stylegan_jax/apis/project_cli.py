@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
+
+from stylegan_jax.cli import add_checkpoint_arguments, load_sampler, report_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from stylegan_jax.apis.projector import ProjectionConfig
 
     d = ProjectionConfig()
-    parser.add_argument("--ckpt", required=True, metavar="PATH",
-                        help="checkpoint: a training workdir, its checkpoints/ directory, one step directory, or the "
-                             "output of 'stylegan-jax convert'")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--network", choices=("G_ema", "G"), default="G_ema", help="which generator (default G_ema)")
+    add_checkpoint_arguments(parser, "which generator to project into")
     parser.add_argument("--target", required=True, metavar="IMG",
                         help="image to project (any size: centre-cropped to a square and resized to the model's)")
     parser.add_argument("--outdir", required=True, metavar="DIR", help="output directory (created)")
@@ -62,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from stylegan_jax.apis import projector as P
-    from stylegan_jax.apis.sampling import Sampler, image_grid, save_video
+    from stylegan_jax.apis.sampling import image_grid, save_video
 
     cfg = P.ProjectionConfig(num_steps=args.steps, space=args.space, w_avg_samples=args.w_avg_samples,
                              initial_learning_rate=args.lr, regularize_noise_weight=args.noise_reg,
@@ -79,14 +76,7 @@ def _run(args: argparse.Namespace) -> None:
                                "pip install 'stylegan-jax[video]'") from None
     distance = P.vgg16_distance(args.vgg16) if args.vgg16 else P.pixel_distance()
 
-    s = Sampler.from_checkpoint(args.ckpt, step=args.step, which=args.network)
-    print(f"loaded {s} from {args.ckpt}")
-    if s.c_dim > 0 and args.class_idx is None:
-        raise ValueError(f"the generator is conditional (c_dim={s.c_dim}): pass --class K with K in 0..{s.c_dim - 1}")
-    if s.c_dim == 0 and args.class_idx is not None:
-        print(f"warning: --class {args.class_idx} ignored: the generator is unconditional", file=sys.stderr)
-        args.class_idx = None
-    s.labels(1, args.class_idx)
+    s = load_sampler(args)
     target, message = P.load_target(args.target, s.img_resolution, s.img_channels)
     if message:
         print(message)
@@ -138,11 +128,4 @@ def _run(args: argparse.Namespace) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``stylegan-jax project``; returns the exit status (errors are reported on stderr, status 1)."""
-    from stylegan_jax.checkpoint import CheckpointError
-
-    try:
-        _run(args)
-    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
-        print(f"stylegan-jax project: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors("project", _run, args)

@@ -315,7 +315,7 @@ def sampler_with_noise(sampler: Sampler, noise: Mapping[str, Any]) -> Sampler:
         return sampler
     return Sampler(sampler.G, _with_noise(sampler.variables, {k: jnp.asarray(v, jnp.float32)
                                                               for k, v in noise.items()}),
-                   batch_size=sampler.batch_size)
+                   batch_size=sampler.batch_size, cache=sampler.cache)
 
 
 def _make_step(synth: Callable, distance: Distance, cfg: ProjectionConfig, num_ws: int) -> Callable:
@@ -353,8 +353,8 @@ def _frame(target: np.ndarray, img: np.ndarray) -> np.ndarray:
 def w_stats(sampler: Sampler, num_samples: int, class_idx: int | None = None) -> tuple[np.ndarray, float]:
     """``(w_avg [w_dim], w_std)`` from the mapping of ``num_samples`` latents ``RandomState(123).randn``."""
     z = np.random.RandomState(123).randn(num_samples, sampler.z_dim)
-    # Big chunks (the compiled mapping is shared with every Sampler of this architecture).
-    mapper = Sampler(sampler.G, sampler.variables, batch_size=min(num_samples, 1000))
+    # Big chunks (the compiled mapping is shared with the Samplers of the same cache).
+    mapper = Sampler(sampler.G, sampler.variables, batch_size=min(num_samples, 1000), cache=sampler.cache)
     w = mapper.ws_from_z(z, class_idx=class_idx)[:, 0, :].astype(np.float64)
     w_avg = w.mean(axis=0)
     w_std = float(np.sqrt(np.sum(np.square(w - w_avg)) / num_samples))

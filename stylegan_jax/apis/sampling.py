@@ -32,19 +32,22 @@ StyleGAN3 and StyleGAN2 generators (:class:`stylegan_jax.networks.stylegan3.Gene
 * ``translate`` / ``rotate``: StyleGAN2 has no input transform; anything but the identity raises ``ValueError``.
 
 Every call goes through jit-compiled functions (mapping and synthesis; for StyleGAN2 one synthesis function per
-noise mode) kept on the ``Sampler`` and shared between Samplers of the same architecture; inputs are processed in
+noise mode) kept in the Sampler's :class:`FunctionCache`: its own, or one handed to several Samplers so that those
+of one architecture (checkpoints of one run, a reloaded notebook model) compile once. Inputs are processed in
 chunks of ``batch_size`` with the last chunk padded, so a Sampler compiles once per chunk size rather than once per
 request size.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import re
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +57,9 @@ import PIL.Image
 from stylegan_jax.apis.postprocessing import denormalize
 
 __all__ = [
+    "FunctionCache",
     "Sampler",
+    "architecture_key",
     "image_grid",
     "is_stylegan2",
     "make_transform",
@@ -67,6 +72,7 @@ __all__ = [
 ]
 
 Seeds = int | str | Iterable[int]
+T = TypeVar("T")
 NOISE_MODES = ("const", "random", "none")
 SEED_LIMIT = 2**32  # np.random.RandomState (z) and the uint32 noise seeds both take [0, 2**32)
 
@@ -268,10 +274,53 @@ def save_video(frames: Any, path: str | Path, fps: float = 30.0) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Compiled forward passes, shared by Samplers of the same architecture.
+# Compiled forward passes, kept by whoever owns the cache.
 
-_COMPILED: dict[str, dict[str, Callable]] = {}
-_COMPILED_MAX = 8
+
+def architecture_key(G: Any) -> str:
+    """What identifies ``G``'s computation for :class:`FunctionCache`: the module's repr, which lists every field
+    (flax modules with dict fields are not hashable). A generator rebuilt from its checkpoint config has the same
+    key as the one that was saved."""
+    return repr(G)
+
+
+class FunctionCache:
+    """Functions built once per generator architecture and reused: the Sampler's jitted mapping and synthesis, the
+    visualizer's layer list and per-layer activation functions. ``jax.jit`` caches compilations per function
+    object, so handing the same object to every Sampler of one architecture is what lets a reloaded checkpoint (a
+    later step, a notebook re-run) skip the compile.
+
+    Whoever owns the cache decides how widely it is shared: a :class:`Sampler` makes its own unless given one;
+    the visualizer holds one for all the checkpoints it loads; a notebook or a test can hand one to several
+    Samplers (``Sampler(..., cache=c)``, ``stylegan_jax.cli.main(argv, function_cache=c)``). Entries are keyed by
+    ``(architecture_key(G), name)``; at most ``max_entries`` are kept, the least recently used dropped first.
+    Safe to use from several threads (a value may be built twice by a race; one of them is kept).
+    """
+
+    def __init__(self, max_entries: int = 32) -> None:
+        if max_entries < 1:
+            raise ValueError(f"FunctionCache: max_entries must be >= 1, got {max_entries}")
+        self.max_entries = int(max_entries)
+        self._entries: collections.OrderedDict[tuple[str, Hashable], Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, G: Any, name: Hashable, build: Callable[[], T]) -> T:
+        """The entry ``name`` of ``G``'s architecture, made by ``build()`` if absent."""
+        key = (architecture_key(G), name)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        value = build()  # outside the lock: building may trace the model (seconds)
+        with self._lock:
+            value = self._entries.setdefault(key, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def is_stylegan2(G: Any) -> bool:
@@ -291,29 +340,21 @@ def _random_noise_synthesis(G: Any) -> Callable:
     return lambda v, ws, seeds: jax.vmap(one, in_axes=(None, 0, 0))(v, ws, seeds)
 
 
-def _compiled_fns(G: Any) -> dict[str, Callable]:
-    # jax.jit caches per function object, so rebuilding the lambdas for every Sampler would recompile every time a
-    # checkpoint is reloaded (each CLI call, each notebook re-run). The module's repr lists every field, so it
-    # identifies the architecture (flax modules with dict fields are not hashable).
-    key = repr(G)
-    fns = _COMPILED.get(key)
-    if fns is None:
-        fns = {
-            # psi == 1 takes the exact no-truncation path (ws untouched), like the official mapping.
-            "map": jax.jit(lambda v, z, c: G.apply(v, z, c, 1.0, None, method=G.map)),
-            # psi traced (one compile for every psi value), cutoff static.
-            "map_trunc": jax.jit(lambda v, z, c, psi, cutoff: G.apply(v, z, c, psi, cutoff, method=G.map),
-                                 static_argnums=4),
-        }
-        # noise_mode static: 'const' and 'none' are different graphs for generators with noise inputs (compiled on
-        # first use of each); t is None for generators without an input transform.
-        fns["synthesize"] = jax.jit(lambda v, ws, t, mode: G.apply(v, ws, t, noise_mode=mode, method=G.synthesize),
-                                    static_argnums=3)
-        if G.has_noise_inputs:
-            fns["synthesize_random"] = jax.jit(_random_noise_synthesis(G))
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[key] = fns
+def _sampler_fns(G: Any) -> dict[str, Callable]:
+    """The jitted functions of a Sampler of ``G`` (compiled on first use of each shape)."""
+    fns = {
+        # psi == 1 takes the exact no-truncation path (ws untouched), like the official mapping.
+        "map": jax.jit(lambda v, z, c: G.apply(v, z, c, 1.0, None, method=G.map)),
+        # psi traced (one compile for every psi value), cutoff static.
+        "map_trunc": jax.jit(lambda v, z, c, psi, cutoff: G.apply(v, z, c, psi, cutoff, method=G.map),
+                             static_argnums=4),
+        # noise_mode static: 'const' and 'none' are different graphs for generators with noise inputs (compiled
+        # on first use of each); t is None for generators without an input transform.
+        "synthesize": jax.jit(lambda v, ws, t, mode: G.apply(v, ws, t, noise_mode=mode, method=G.synthesize),
+                              static_argnums=3),
+    }
+    if G.has_noise_inputs:
+        fns["synthesize_random"] = jax.jit(_random_noise_synthesis(G))
     return fns
 
 
@@ -345,6 +386,11 @@ def _chunked(fn: Callable[..., Any], batch_size: int, *arrays: np.ndarray | None
 # The sampler.
 
 
+def _generator_fact(name: str, kind: type, doc: str) -> property:
+    """A read-only Sampler property: ``kind(self.G.<name>)``."""
+    return property(lambda self: kind(getattr(self.G, name)), doc=doc)
+
+
 class Sampler:
     """Generate images from a StyleGAN3 generator ``G`` (``stylegan_jax.networks.stylegan3.Generator``) or a
     StyleGAN2 one (``stylegan_jax.networks.stylegan2.StyleGAN2Generator``) and its variables
@@ -354,9 +400,11 @@ class Sampler:
       G: the generator module (unbound).
       variables: its variables (NumPy or JAX arrays); placed on the default device once.
       batch_size: rows per compiled forward pass; larger requests are processed in chunks.
+      cache: where the compiled functions are kept (:class:`FunctionCache`); Samplers of one architecture given
+        the same cache compile once. Default: a cache of this Sampler's own.
     """
 
-    def __init__(self, G: Any, variables: dict, batch_size: int = 8):
+    def __init__(self, G: Any, variables: dict, batch_size: int = 8, cache: FunctionCache | None = None):
         for collection in G.variable_collections:
             if collection not in variables:
                 raise ValueError(f"Sampler: variables lack the {collection!r} collection (have {sorted(variables)})")
@@ -365,58 +413,37 @@ class Sampler:
         self.G = G
         self.variables = jax.device_put({k: variables.get(k, {}) for k in ("params", "ema", "buffers")})
         self.batch_size = int(batch_size)
-        self._fns = _compiled_fns(G)
+        self.cache = cache if cache is not None else FunctionCache()
+        self._fns = self.cache.get(G, "sampler", lambda: _sampler_fns(G))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, step: int | None = None, which: str = "G_ema", impl: str = "fast",
-                        batch_size: int = 8) -> Sampler:
+                        batch_size: int = 8, cache: FunctionCache | None = None) -> Sampler:
         """Load the generator of a checkpoint written by ``stylegan-jax train`` or ``stylegan-jax convert``
         (a workdir, its ``checkpoints`` directory, or one step directory). Raises ``CheckpointError``."""
         from stylegan_jax.checkpoint import load_generator
 
         G, variables = load_generator(path, step=step, impl=impl, which=which)
-        return cls(G, variables, batch_size=batch_size)
+        return cls(G, variables, batch_size=batch_size, cache=cache)
 
     # --- model facts ---------------------------------------------------------------------------------------
 
-    @property
-    def z_dim(self) -> int:
-        return int(self.G.z_dim)
-
-    @property
-    def c_dim(self) -> int:
-        return int(self.G.c_dim)
-
-    @property
-    def w_dim(self) -> int:
-        return int(self.G.w_dim)
-
-    @property
-    def has_input_transform(self) -> bool:
-        """Does the generator take translate / rotate (StyleGAN3's Fourier-feature input)?"""
-        return self.G.has_input_transform
-
-    @property
-    def has_noise_inputs(self) -> bool:
-        """Does ``noise_mode`` matter (StyleGAN2's per-pixel noise)?"""
-        return self.G.has_noise_inputs
+    z_dim = _generator_fact("z_dim", int, "Input latent (Z) dimensionality.")
+    c_dim = _generator_fact("c_dim", int, "Label dimensionality (0 = unconditional).")
+    w_dim = _generator_fact("w_dim", int, "Intermediate latent (W) dimensionality.")
+    num_ws = _generator_fact("num_ws", int, "Number of ws the synthesis network takes.")
+    img_resolution = _generator_fact("img_resolution", int, "Output image size.")
+    img_channels = _generator_fact("img_channels", int, "Output image channels.")
+    has_input_transform = _generator_fact("has_input_transform", bool,
+                                          "Does the generator take translate / rotate (StyleGAN3's Fourier-feature "
+                                          "input)?")
+    has_noise_inputs = _generator_fact("has_noise_inputs", bool, "Does ``noise_mode`` matter (StyleGAN2's per-pixel "
+                                                                 "noise)?")
 
     @property
     def stylegan2(self) -> bool:
         """Older spelling of ``not has_input_transform``; use the capability flags instead."""
         return not self.G.has_input_transform
-
-    @property
-    def num_ws(self) -> int:
-        return int(self.G.num_ws)
-
-    @property
-    def img_resolution(self) -> int:
-        return int(self.G.img_resolution)
-
-    @property
-    def img_channels(self) -> int:
-        return int(self.G.img_channels)
 
     @property
     def w_avg(self) -> np.ndarray:

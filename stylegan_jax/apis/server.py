@@ -57,7 +57,7 @@ from stylegan_jax.apis.inference import (
 )
 
 __all__ = ["Limiter", "add_arguments", "add_watermark_arguments", "busy_response", "command", "create_app",
-           "encode_png", "error_response", "install_error_handlers", "watermark_from_args"]
+           "encode_png", "error_response", "install_error_handlers", "parse_int", "watermark_from_args"]
 
 MAX_BODY_BYTES = 64 * 1024  # a 512-float latent is ~10 KiB of JSON
 KEY_ENV = "STYLEGAN_JAX_WATERMARK_KEY"
@@ -149,15 +149,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal server error")
 
 
-def _parse_int(name: str, raw: str | None, lo: int, hi: int) -> int:
+def parse_int(name: str, raw: str | None, lo: int, hi: int, error: type[Exception] = InferenceInputError) -> int:
+    """The integer query parameter ``name`` (text ``raw``) in ``[lo, hi]``; ``error(message naming it)`` if it is
+    missing, not a base-10 integer or out of range (shared with the visualizer, which raises its own error)."""
     if raw is None or raw.strip() == "":
-        raise InferenceInputError(f"{name} is required")
+        raise error(f"{name} is required")
     try:
         value = int(raw.strip(), 10)
     except ValueError:
-        raise InferenceInputError(f"{name} must be an integer, got {raw[:50]!r}") from None
+        raise error(f"{name} must be an integer, got {raw[:50]!r}") from None
     if not lo <= value <= hi:
-        raise InferenceInputError(f"{name} must be in [{lo}, {hi}], got {value}")
+        raise error(f"{name} must be in [{lo}, {hi}], got {value}")
     return value
 
 
@@ -230,11 +232,11 @@ def create_app(session: InferenceSession, *, max_concurrency: int = 2, max_queue
         try:
             if unknown:
                 raise InferenceInputError(f"unknown query parameter(s) {unknown}; expected seed, psi, class")
-            seed = _parse_int("seed", q.get("seed"), 0, SEED_MAX)
+            seed = parse_int("seed", q.get("seed"), 0, SEED_MAX)
             psi = _parse_psi(q.get("psi", "1"))
             c = None
             if session.c_dim > 0:
-                c = np.eye(session.c_dim, dtype=np.float32)[[_parse_int("class", q.get("class"), 0,
+                c = np.eye(session.c_dim, dtype=np.float32)[[parse_int("class", q.get("class"), 0,
                                                                         session.c_dim - 1)]]
             elif q.get("class") is not None:
                 raise InferenceInputError("the model is unconditional: it takes no class")

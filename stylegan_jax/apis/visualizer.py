@@ -57,8 +57,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from stylegan_jax.apis.inference import PSI_RANGE, SEED_MAX, payload_bits
-from stylegan_jax.apis.sampling import NOISE_MODES, Sampler
-from stylegan_jax.apis.server import Limiter, busy_response, encode_png, error_response, install_error_handlers
+from stylegan_jax.apis.sampling import NOISE_MODES, FunctionCache, Sampler
+from stylegan_jax.apis.server import (
+    Limiter,
+    busy_response,
+    encode_png,
+    error_response,
+    install_error_handlers,
+    parse_int,
+)
 
 __all__ = [
     "STATIC_DIR",
@@ -108,10 +115,13 @@ class CheckpointSet:
     Args:
       path: what ``generate --ckpt`` accepts (``CheckpointError`` if it holds no checkpoint).
       which: ``'G_ema'`` or ``'G'``, the weights to sample from.
-      cache_size: loaded steps kept in memory (the compiled functions are shared by all steps anyway).
+      cache_size: loaded steps kept in memory (the compiled functions are shared by all steps anyway: every
+        Sampler loaded here uses this set's :class:`~stylegan_jax.apis.sampling.FunctionCache`, ``self.functions``).
+      functions: that cache, if it is to be shared further (default: a new one of 64 entries).
     """
 
-    def __init__(self, path: str | Path, which: str = "G_ema", cache_size: int = 2) -> None:
+    def __init__(self, path: str | Path, which: str = "G_ema", cache_size: int = 2,
+                 functions: FunctionCache | None = None) -> None:
         from stylegan_jax.checkpoint import _resolve
 
         self.path = Path(path)
@@ -122,6 +132,8 @@ class CheckpointSet:
         self.default_step = self.pinned if self.pinned is not None else latest
         self._cache: collections.OrderedDict[int, Sampler] = collections.OrderedDict()
         self._lock = threading.Lock()
+        # Sampler functions, the layer list and a few dozen per-layer activation functions per architecture.
+        self.functions = functions if functions is not None else FunctionCache(max_entries=64)
 
     def steps(self) -> list[int]:
         """The steps present now (complete orbax checkpoints only: a step being written has a temporary name)."""
@@ -144,7 +156,8 @@ class CheckpointSet:
             if s is not None:
                 self._cache.move_to_end(step)
                 return s
-            s = Sampler.from_checkpoint(self.directory, step=step, which=self.which, batch_size=1)
+            s = Sampler.from_checkpoint(self.directory, step=step, which=self.which, batch_size=1,
+                                        cache=self.functions)
             self._cache[step] = s
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -198,13 +211,7 @@ def _get_int(q: Mapping[str, str], name: str, lo: int, hi: int, default: int | N
     raw = q.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        raise VisualizerInputError(f"{name} must be an integer, got {raw[:50]!r}") from None
-    if not lo <= value <= hi:
-        raise VisualizerInputError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
+    return parse_int(name, raw, lo, hi, VisualizerInputError)
 
 
 def parse_step(q: Mapping[str, str], steps: list[int], default_step: int) -> int:
@@ -353,11 +360,6 @@ def render_image(s: Sampler, st: RenderSettings) -> np.ndarray:
                         noise_seeds=seed)[0]
 
 
-_LAYERS: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-_ACTIVATION_FNS: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
-_ACTIVATION_FNS_MAX = 32
-
-
 _SG3_LAYER = re.compile(r"input|L\d+_\d+_\d+")    # synthesis/input, synthesis/L3_52_512 (official names)
 _SG2_BLOCK = re.compile(r"b\d+")                   # synthesis/b64/{conv0, conv1, torgb}
 
@@ -380,32 +382,32 @@ def _layer_name(module: Any) -> str:
 def synthesis_layers(s: Sampler) -> list[tuple[str, tuple[int, ...]]]:
     """``[(name, (H, W, C)), ...]`` of the synthesis layers of ``s.G`` in computation order: StyleGAN3 ``input``,
     ``L0_...`` ... (sizes include the margins), StyleGAN2 ``b4.conv1``, ``b4.torgb``, ``b8.conv0``, ... (traced with
-    ``jax.eval_shape``, nothing is compiled or computed)."""
+    ``jax.eval_shape``, nothing is compiled or computed; kept in the Sampler's function cache)."""
+    return s.cache.get(s.G, "synthesis_layers", lambda: _trace_synthesis_layers(s.G, s.variables))
+
+
+def _trace_synthesis_layers(G: Any, variables: Any) -> list[tuple[str, tuple[int, ...]]]:
     import jax
     import jax.numpy as jnp
 
-    G = s.G
-    key = repr(G)
-    if key not in _LAYERS:
-        order: list[str] = []
+    order: list[str] = []
 
-        def record(module: Any, method: str) -> bool:
-            if method == "__call__" and _is_synthesis_layer(module):
-                order.append(_layer_name(module))
-                return True
-            return False
+    def record(module: Any, method: str) -> bool:
+        if method == "__call__" and _is_synthesis_layer(module):
+            order.append(_layer_name(module))
+            return True
+        return False
 
-        ws = jnp.zeros((1, G.num_ws, G.w_dim), jnp.float32)
-        t = jnp.eye(3) if G.has_input_transform else None
+    ws = jnp.zeros((1, G.num_ws, G.w_dim), jnp.float32)
+    t = jnp.eye(3) if G.has_input_transform else None
 
-        def run(v: Any) -> Any:
-            return G.apply(v, ws, t, noise_mode="none", method=G.synthesize, capture_intermediates=record,
-                           mutable=["intermediates"])[1]
+    def run(v: Any) -> Any:
+        return G.apply(v, ws, t, noise_mode="none", method=G.synthesize, capture_intermediates=record,
+                       mutable=["intermediates"])[1]
 
-        inter = jax.eval_shape(run, s.variables)["intermediates"]
-        flat = {_flat_name(p): leaf.shape for p, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]}
-        _LAYERS[key] = [(name, tuple(int(d) for d in flat[name][1:])) for name in order]
-    return _LAYERS[key]
+    inter = jax.eval_shape(run, variables)["intermediates"]
+    flat = {_flat_name(p): leaf.shape for p, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]}
+    return [(name, tuple(int(d) for d in flat[name][1:])) for name in order]
 
 
 def _flat_name(path: tuple) -> str:
@@ -420,12 +422,6 @@ def _activation_fn(G: Any, layer: str, noise_mode: str) -> Callable:
     import jax
     import jax.numpy as jnp
 
-    key = (repr(G), layer, noise_mode)
-    fn = _ACTIVATION_FNS.get(key)
-    if fn is not None:
-        _ACTIVATION_FNS.move_to_end(key)
-        return fn
-
     def only(module: Any, method: str) -> bool:
         return method == "__call__" and _is_synthesis_layer(module) and _layer_name(module) == layer
 
@@ -439,11 +435,8 @@ def _activation_fn(G: Any, layer: str, noise_mode: str) -> Callable:
         rngs = {"noise": jax.random.key(seed)} if random else None
         return pick(G.apply(v, ws, t, noise_mode=noise_mode if G.has_noise_inputs else "none", rngs=rngs,
                             method=G.synthesize, capture_intermediates=only, mutable=["intermediates"])[1])
-    fn = jax.jit(run)
-    _ACTIVATION_FNS[key] = fn
-    while len(_ACTIVATION_FNS) > _ACTIVATION_FNS_MAX:
-        _ACTIVATION_FNS.popitem(last=False)
-    return fn
+
+    return jax.jit(run)
 
 
 def layer_activation(s: Sampler, st: RenderSettings) -> np.ndarray:
@@ -452,7 +445,8 @@ def layer_activation(s: Sampler, st: RenderSettings) -> np.ndarray:
     if st.layer is None:
         raise VisualizerInputError("no layer selected")
     ws = _settings_ws(s, st)
-    fn = _activation_fn(s.G, st.layer, st.noise_mode)
+    fn = s.cache.get(s.G, ("activation", st.layer, st.noise_mode),
+                     lambda: _activation_fn(s.G, st.layer, st.noise_mode))
     t = s.input_transform(st.translate, st.rotate)
     t = None if t is None else np.asarray(t, np.float32)
     return np.asarray(fn(s.variables, ws, t, np.uint32(int(math.floor(st.seed)))))
@@ -486,19 +480,21 @@ def _data_url(png: bytes) -> str:
 
 def create_app(ckpt: str | Path, *, which: str = "G_ema", watermark_key: str | None = None,
                payload: bytes = b"SG3J", max_concurrency: int = 1, max_queue: int | None = None,
-               command_ckpt: str | None = None) -> FastAPI:
+               command_ckpt: str | None = None, functions: FunctionCache | None = None) -> FastAPI:
     """The visualizer app for the checkpoints at ``ckpt`` (see the module docstring).
 
     ``watermark_key``: downloads carry the keyed provenance mark of ``payload`` (as ``serve``'s images); None =
     downloads are the plain PNG. The page always shows the unmarked image (the one ``generate`` writes).
     ``command_ckpt``: the ``--ckpt`` text of the printed commands (default: ``ckpt`` made absolute).
+    ``functions``: the :class:`~stylegan_jax.apis.sampling.FunctionCache` of the app's compiled functions
+    (default: one of its own; ``app.state.checkpoints.functions``).
     Raises ``CheckpointError`` if ``ckpt`` holds no readable checkpoint, ``ValueError`` for watermark settings
     that do not fit the model's images.
     """
     from stylegan_jax.apis import watermark
     from stylegan_jax.checkpoint import CheckpointError
 
-    checkpoints = CheckpointSet(ckpt, which=which)
+    checkpoints = CheckpointSet(ckpt, which=which, functions=functions)
     first = checkpoints.sampler(checkpoints.default_step)  # fail now, not on the first request
     bits = payload_bits(payload)
     if watermark_key is not None:

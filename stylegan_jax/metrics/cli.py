@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stylegan_jax.cli import add_checkpoint_arguments, report_errors
 from stylegan_jax.metrics.equivariance import METRICS
 from stylegan_jax.metrics.fid import is_fid_metric
 from stylegan_jax.metrics.inception import RESIZE_MODES
@@ -42,12 +43,7 @@ def _metrics_arg(s: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stylegan-jax metrics``."""
-    parser.add_argument("--ckpt", required=True, metavar="PATH",
-                        help="checkpoint: a training workdir, its checkpoints/ directory, one step directory, or the "
-                             "output of 'stylegan-jax convert'")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    parser.add_argument("--network", choices=("G_ema", "G"), default="G_ema",
-                        help="which generator weights to evaluate (default: G_ema)")
+    add_checkpoint_arguments(parser, "which generator weights to evaluate")
     parser.add_argument("--metrics", type=_metrics_arg, default=list(METRICS), metavar="LIST",
                         help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     parser.add_argument("--num", type=int, default=50000, metavar="N",
@@ -170,13 +166,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``stylegan-jax metrics``; returns the exit status (errors are reported on stderr, status 1)."""
-    # CheckpointError is a ValueError; ImportError covers a build without the checkpoint module.
-    try:
-        _run(args)
-    except (ImportError, ValueError, RuntimeError, OSError) as e:
-        print(f"stylegan-jax metrics: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors("metrics", _run, args)
 
 
 # --------------------------------------------------------------------------------------------------------------
