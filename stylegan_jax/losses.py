@@ -170,18 +170,20 @@ def _g_train_forward(module, z, c, z_mix, mix_cutoff, update_emas: bool):
 
 def run_generator(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], z: jnp.ndarray, c: jnp.ndarray,
                   *, update_emas: bool = False, style_mixing_prob: float = 0.0,
-                  rng: jax.Array | None = None) -> tuple[jnp.ndarray, jnp.ndarray, dict | None]:
+                  rng: jax.Array | None = None, mixing: tuple[jnp.ndarray, jnp.ndarray] | None = None,
+                  ) -> tuple[jnp.ndarray, jnp.ndarray, dict | None]:
     """``(img NCHW, ws, new_ema)`` as the official ``run_G``; ``new_ema`` is None unless ``update_emas``.
 
     With ``update_emas`` the mapping moves ``w_avg`` towards this batch's mean w and every synthesis
     layer updates ``magnitude_ema`` from its input *before* reading it for the input gain, so the image
     already depends on the updated statistics (as in the official Dmain phase).
     Style mixing (``style_mixing_prob > 0``, needs ``rng``): with that probability, one cutoff drawn
-    uniformly from ``[1, num_ws)`` for the whole batch, ws from the cutoff on come from fresh latents.
+    uniformly from ``[1, num_ws)`` for the whole batch, ws from the cutoff on come from fresh latents;
+    ``mixing=(z_mix, cutoff)`` passes draws the caller made (:func:`style_mixing_draw`) instead.
     Noise inputs (StyleGAN2, ``noise_mode='random'``) draw from ``noise_key(rng)``; such a generator needs ``rng``.
     """
     variables = {"params": g_params, **g_state}
-    z_mix, cutoff = _style_mixing_draw(G, z, style_mixing_prob, rng)
+    z_mix, cutoff = style_mixing_draw(G, z, style_mixing_prob, rng) if mixing is None else mixing
     rngs = {"noise": noise_key(rng)} if rng is not None else {}
     if update_emas:
         (img, ws), updated = G.apply(variables, z, c, z_mix, cutoff, True, method=_g_train_forward,
@@ -191,8 +193,8 @@ def run_generator(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], z: jn
     return img, ws, None
 
 
-def _style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
-                       rng: jax.Array | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+def style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
+                      rng: jax.Array | None) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
     """``(z_mix, cutoff)`` of the official ``run_G`` style mixing, or ``(None, None)`` when it is off."""
     if style_mixing_prob <= 0:
         return None, None
@@ -208,44 +210,49 @@ def _style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
 def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndarray,
                       blur_sigma: jnp.ndarray | float = 0.0, max_blur_sigma: float = 0.0, *,
                       augment_spec: Any = None, augment_p: jnp.ndarray | float = 0.0,
-                      augment_rng: jax.Array | None = None) -> jnp.ndarray:
+                      augment_rng: jax.Array | None = None, augment_index: jnp.ndarray | None = None) -> jnp.ndarray:
     """Logits ``[N, 1]`` of the official ``run_D``: optional input blur, then (with ``augment_spec``) the
-    augmentation pipeline at probability ``augment_p`` with draws from ``augment_rng``, then D."""
+    augmentation pipeline at probability ``augment_p`` with draws from ``augment_rng`` (sample ``i`` from
+    ``fold_in(augment_rng, augment_index[i])``, default ``arange(N)``), then D."""
     img = blur_images(img, blur_sigma, max_blur_sigma)
     if augment_spec is not None:
         from stylegan_jax.ops.augment import augment
 
         if augment_rng is None:
             raise ValueError("run_discriminator: augmentation needs an augment_rng")
-        img = augment(img, augment_p, augment_rng, augment_spec)
+        img = augment(img, augment_p, augment_rng, augment_spec, sample_index=augment_index)
     return D.apply({"params": d_params}, img, c)
 
 
 def _augment_kwargs(opts: LossOptions, augment_p: jnp.ndarray | float, augment_rng: jax.Array | None,
-                    which: int) -> dict[str, Any]:
+                    which: int, index: jnp.ndarray | None = None) -> dict[str, Any]:
     """run_discriminator's augmentation arguments for the ``which``-th D call of a phase (own draws per call)."""
     if opts.augment_spec is None:
         return {}
     if augment_rng is None:
         raise ValueError("phase losses with LossOptions.augment_spec need an augment_rng")
     return {"augment_spec": opts.augment_spec, "augment_p": augment_p,
-            "augment_rng": jax.random.fold_in(augment_rng, which)}
+            "augment_rng": jax.random.fold_in(augment_rng, which), "augment_index": index}
 
 
 def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_state: Mapping[str, Any],
                 gen_z: jnp.ndarray, gen_c: jnp.ndarray, *, opts: LossOptions = LossOptions(),
                 blur_sigma: jnp.ndarray | float = 0.0, rng: jax.Array | None = None,
                 augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
+                augment_index: jnp.ndarray | None = None, mixing: tuple[jnp.ndarray, jnp.ndarray] | None = None,
                 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Gmain: ``mean(softplus(-D(G(z))))``, differentiable w.r.t. ``g_params`` (argnums=2).
 
     G runs without EMA update (official ``run_G(gen_z, gen_c)``). With ``opts.augment_spec``, D sees the fakes
-    augmented at probability ``augment_p`` (the gradient reaches G through the augmentation). Returns
+    augmented at probability ``augment_p`` (the gradient reaches G through the augmentation; ``augment_index``:
+    the samples' indices that key their draws, see :func:`run_discriminator`; ``mixing``: see
+    :func:`run_generator`). Returns
     ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``.
     """
-    img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng)
+    img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng,
+                              mixing=mixing)
     logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
-                               **_augment_kwargs(opts, augment_p, augment_rng, 0))
+                               **_augment_kwargs(opts, augment_p, augment_rng, 0, augment_index))
     return jnp.mean(g_nonsaturating_loss(logits)), {"fake_logits": logits}
 
 
@@ -271,7 +278,7 @@ def g_pl_loss(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], gen_z: jn
     z, c = gen_z[:n], gen_c[:n]
     k_run, k_pl = jax.random.split(rng)
     variables = {"params": g_params, **g_state}
-    z_mix, cutoff = _style_mixing_draw(G, z, opts.style_mixing_prob, k_run)
+    z_mix, cutoff = style_mixing_draw(G, z, opts.style_mixing_prob, k_run)
     ws = G.apply(variables, z, c, z_mix, cutoff, method=_g_map_forward)
     rngs = {"noise": noise_key(k_run)}
     img, pullback = jax.vjp(lambda w: G.apply(variables, w, method=_g_synthesis_forward, rngs=rngs), ws)
@@ -290,24 +297,26 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
                 opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
                 rng: jax.Array | None = None, update_emas: bool = True,
                 augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
+                augment_index: jnp.ndarray | None = None, mixing: tuple[jnp.ndarray, jnp.ndarray] | None = None,
                 ) -> tuple[jnp.ndarray, tuple[dict[str, jnp.ndarray], dict | None]]:
     """Dmain: ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``, differentiable w.r.t. ``d_params`` (argnums=2).
 
     As in the official phase, G runs with ``update_emas=True`` (unless told otherwise): its images use the
     updated ``magnitude_ema``, and the updated ``ema`` collection is returned for the caller to keep.
     The fake and the real batch go through D separately (the minibatch-stddev groups never mix them), each
-    augmented with its own draws when ``opts.augment_spec`` is set.
+    augmented with its own draws when ``opts.augment_spec`` is set (``augment_index``, ``mixing``: as in
+    :func:`g_main_loss`).
     Returns ``(loss, (aux, new_g_ema))``; ``aux`` holds ``loss_fake``, ``loss_real`` (batch means) and the
     logits.
     """
     img, _, new_ema = run_generator(G, g_params, g_state, gen_z, gen_c, update_emas=update_emas,
-                                    style_mixing_prob=opts.style_mixing_prob, rng=rng)
+                                    style_mixing_prob=opts.style_mixing_prob, rng=rng, mixing=mixing)
     # D's phase never trains G; cutting the graph here keeps the backward pass out of G.
     img = lax.stop_gradient(img)
     fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
-                                    **_augment_kwargs(opts, augment_p, augment_rng, 1))
+                                    **_augment_kwargs(opts, augment_p, augment_rng, 1, augment_index))
     real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
-                                    **_augment_kwargs(opts, augment_p, augment_rng, 2))
+                                    **_augment_kwargs(opts, augment_p, augment_rng, 2, augment_index))
     loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
     loss_real = jnp.mean(jax.nn.softplus(-real_logits))
     aux = {"loss_fake": loss_fake, "loss_real": loss_real, "fake_logits": fake_logits, "real_logits": real_logits}
@@ -317,14 +326,14 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
 def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarray, *,
                opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
                augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
-               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+               augment_index: jnp.ndarray | None = None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Dreg: R1 on reals, ``mean(gamma / 2 * ||d(sum D(x)) / dx||^2)``, differentiable w.r.t. ``d_params``
     (argnums=1), a double backward. Without the lazy-regularization gain: the caller multiplies by the
     interval. The gradient is taken w.r.t. the real image before blur and augmentation (both are part of
     ``run_D``, as in the official phase).
     Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']``.
     """
-    aug = _augment_kwargs(opts, augment_p, augment_rng, 3)
+    aug = _augment_kwargs(opts, augment_p, augment_rng, 3, augment_index)
     d_apply = lambda x, c: run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma, **aug)
     grad, logits = r1_grad(d_apply, real, real_c)
     penalty = jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim)))
@@ -347,4 +356,5 @@ __all__ = [
     "r1_penalty_from_grad",
     "run_discriminator",
     "run_generator",
+    "style_mixing_draw",
 ]

@@ -364,6 +364,87 @@ def test_ada_step_same_on_one_and_eight_devices(tmp_path):
     assert diff < 1e-5
 
 
+# A tiny StyleGAN3-T whose images do not depend on batch statistics (magnitude_ema_beta = 1), so that k micro-batches
+# give the update of one batch (train.step.train_step's docstring); ADA at a fixed p = 0.5 (by default the official
+# 'bgc': geometric and colour stages), and style mixing, whose draws must also follow the samples.
+MICRO_MODELS = TINY_MODELS + """
+import dataclasses
+from stylegan_jax.models import build_generator
+
+def micro_models(spec="bgc"):
+    G, D, tc = tiny_models()
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=2, img_resolution=8, img_channels=1, channel_base=32,
+                        channel_max=4, mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2,
+                        magnitude_ema_beta=1.0)
+    tc = dataclasses.replace(tc, augment="fixed", augment_p=0.5, augment_spec=spec, style_mixing_prob=0.9)
+    return G, D, tc
+"""
+_ns_micro: dict = {}
+exec(MICRO_MODELS, _ns_micro)
+micro_models = _ns_micro["micro_models"]
+
+
+def micro_update(per_device: int, spec: str = "bgc") -> dict:
+    """One augmented iteration with Dreg (G, D, G_ema and the metrics) with ``batch_per_device`` = per_device."""
+    from stylegan_jax.train.state import create_train_state
+    from stylegan_jax.train.step import make_mesh, make_train_step
+
+    G, D, tc = micro_models(spec)
+    mesh = make_mesh()
+    state = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    step = make_train_step(G, D, tc, mesh, donate=False, batch_per_device=per_device)
+    new, metrics = step(state, toy_batch(), iteration=0)
+    assert bool(metrics["finite"]) and int(metrics["Progress/reg"]) == 1
+    out = {"G": new.G, "G_ema": new.G_ema, "D": new.D, "metrics": {k: v for k, v in metrics.items() if k != "finite"}}
+    return {"rounds": step.micro_rounds, **jax.tree.map(np.asarray, jax.device_get(out))}
+
+
+def max_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+# The colour stage in the default suite (~20 s on an idle machine; the draws are keyed per sample whatever the
+# stages), the official 'bgc' (geometric resampling under R1's double backward: ~3 min loaded) in the slow step.
+@pytest.mark.parametrize("spec", ["color", pytest.param("bgc", marks=pytest.mark.slow)])
+def test_micro_batches_with_ada_give_the_update_of_one_batch(spec):
+    """ADA (p = 0.5) and style mixing on: 4 micro-batches of 2 give the update of one batch of 8. Each sample's
+    augmentation and mixing draws follow its index in the global batch; drawn per micro-batch (the sample's place
+    in it, or the round folded into the key) the four D calls see other images and the update differs by ~1e-3."""
+    one, micro = micro_update(0, spec), micro_update(2, spec)
+    assert (one.pop("rounds"), micro.pop("rounds")) == (1, 4)
+    assert max_diff(one["metrics"]["Loss/D"], micro["metrics"]["Loss/D"]) < 2e-6
+    assert max_diff(one, micro) < 2e-6
+
+
+MICRO_SCRIPT = """
+import sys
+import jax
+import numpy as np
+sys.path.insert(0, "tests")
+from test_augment import micro_update
+
+assert jax.device_count() == 4, jax.devices()
+out = micro_update(int(sys.argv[1]))
+np.savez(sys.argv[2], out=np.array(out, dtype=object))
+"""
+
+
+@pytest.mark.slow  # ~1-2 min: a subprocess compiles the augmented step on 4 devices
+def test_micro_batches_with_ada_same_on_one_and_four_devices(tmp_path):
+    """The same augmented iteration on 4 simulated devices, each holding 1 sample at a time (2 micro-batches of
+    4), gives the update of 1 device with the whole batch: a sample's draws depend on neither."""
+    result = tmp_path / "four.npz"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(MICRO_SCRIPT), "1", str(result)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    four = np.load(result, allow_pickle=True)["out"].item()
+    one = micro_update(0)
+    assert (one.pop("rounds"), four.pop("rounds")) == (1, 2)
+    assert max_diff(one, four) < 2e-6
+
+
 FOLDER_CONFIG = '''
 from stylegan_jax.config import base_config
 

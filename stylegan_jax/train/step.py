@@ -63,7 +63,14 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from stylegan_jax.losses import blur_sigma_schedule, d_main_loss, d_reg_loss, g_main_loss, g_pl_loss
+from stylegan_jax.losses import (
+    blur_sigma_schedule,
+    d_main_loss,
+    d_reg_loss,
+    g_main_loss,
+    g_pl_loss,
+    style_mixing_draw,
+)
 from stylegan_jax.train import distributed as _distributed
 from stylegan_jax.train.state import TrainConfig, TrainState, make_optimizers
 
@@ -199,11 +206,29 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     is a function of (seed, data) and resumes exactly from a saved state.
 
     ``micro_rounds`` (static) > 1 accumulates every phase's gradient over that many micro-batches
-    (:func:`value_and_grad_micro`; the official ``--batch-gpu``). Latents and labels are drawn for the whole batch
-    as with one round; draws made inside a phase (style mixing, noise inputs, augmentation, path-length noise)
-    are folded with the round. G's EMAs (``w_avg``, ``magnitude_ema``) become the mean over the rounds of each
-    round's update from the iteration's start: the update of the whole batch's statistics (they are affine in
-    them), while each round's images are normalized with its own update, as each official GPU does.
+    (:func:`value_and_grad_micro`; the official ``--batch-gpu``). G's EMAs (``w_avg``, ``magnitude_ema``) become
+    the mean over the rounds of each round's update from the iteration's start: the update of the whole batch's
+    statistics (they are affine in them), while each round's images are normalized with its own update, as each
+    official GPU does.
+
+    Random draws and the equalities they give. Per-sample draws are made for the whole global batch, or keyed by
+    the sample's index in it, never by its device or micro-batch:
+
+    - latents and fake labels of every phase: drawn for the whole batch, then split;
+    - style mixing (``style_mixing_prob > 0``): the mixing latents drawn for the whole batch and split, one
+      cutoff per phase for the whole batch (the official draws one per GPU batch);
+    - augmentation (ADA): sample ``i`` of the global batch draws from ``fold_in(key, i)`` in every D call
+      (``ops.augment``'s ``sample_index``), whatever micro-batch and device it is on.
+
+    Hence (float tolerance; the all-reduce sums in another order): **1 device == N devices == N processes** for
+    any config and any ``micro_rounds``, since the mesh never changes a draw; and **k micro-batches == one
+    batch** when every loss term is a per-sample mean of independent samples: minibatch-stddev groups divide the
+    micro-batch (:func:`micro_rounds` checks it; strided micro-batches keep the groups), ADA on or off, style
+    mixing on or off, and the images do not depend on the batch statistics (StyleGAN3 with
+    ``magnitude_ema_beta=1``; with the default beta each round normalizes with its own update, as each official
+    GPU). Not equal to one batch by design, as in the official per-GPU loop: path-length regularization (each
+    round regularizes the first ``m // pl_batch_shrink`` samples of its micro-batch, with its own batch mean for
+    ``pl_mean``) and StyleGAN2's random noise inputs (per-pixel noise drawn per round, from the round's key).
     """
     rng = state.rng if rng is None else rng
     opts = tc.loss_options()
@@ -223,7 +248,18 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
 
     rounds = int(micro_rounds)
     rkey = lambda k, r: k if r is None else jax.random.fold_in(k, r)  # a phase's own draws in round r
-    raug = lambda r: {**aug, "augment_rng": rkey(aug["augment_rng"], r)}
+    # Each sample's index in the global batch travels with it through the micro-batch split: its augmentation
+    # draws are keyed by it (not by the round or the device).
+    index = jnp.arange(n, dtype=jnp.uint32)
+    raug = lambda mb: {**aug, "augment_index": mb["index"]}
+    prob = opts.style_mixing_prob
+
+    def mixing_in(k, z):
+        """Style-mixing draws for the whole batch: (per-sample inputs, the cutoff) of ``style_mixing_draw``."""
+        z_mix, cutoff = style_mixing_draw(G, z, prob, k)
+        return ({} if z_mix is None else {"z_mix": z_mix}), cutoff
+
+    mix = lambda mb, cutoff: None if cutoff is None else (mb["z_mix"], cutoff)
 
     # The key of Greg: a fold, so the draws of the other phases are those of a run without path-length reg.
     k_greg = jax.random.fold_in(key, 0x47726567)  # 'Greg'
@@ -239,16 +275,17 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     # Gmain (official Gboth when the path-length penalty is not lazy).
     gen_z = jax.random.normal(k_gz, (n, G.z_dim), jnp.float32)
     gen_c = _gen_labels(k_gc, batch)
+    g_mix, g_cutoff = mixing_in(k_gmix, gen_z)
 
     def g_loss(p, mb, r):
         loss, aux = g_main_loss(G, D, p, d_params, g_state, mb["z"], mb["c"], opts=opts, blur_sigma=blur_sigma,
-                                rng=rkey(k_gmix, r), **raug(r))
+                                rng=rkey(k_gmix, r), mixing=mix(mb, g_cutoff), **raug(mb))
         if g_both:
             loss_pl, pl_aux = pl_loss(p, mb, r)
             return loss + loss_pl, {**aux, "loss_main": loss, **pl_aux}
         return loss, {**aux, "loss_main": loss}
 
-    g_in = {"z": gen_z, "c": gen_c, **(pl_in if g_both else {})}
+    g_in = {"z": gen_z, "c": gen_c, "index": index, **g_mix, **(pl_in if g_both else {})}
     (_, g_aux), g_grads = value_and_grad_micro(g_loss, g_params, g_in, rounds)
     loss_g = g_aux["loss_main"]
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, g_params)
@@ -278,14 +315,15 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     # Dmain (with the G just updated; G's EMAs move).
     gen_z = jax.random.normal(k_dz, (n, G.z_dim), jnp.float32)
     gen_c = _gen_labels(k_dc, batch)
+    d_mix, d_cutoff = mixing_in(k_dmix, gen_z)
 
     def d_loss(p, mb, r):
         loss, (aux, ema) = d_main_loss(G, D, p, g_params, g_state, mb["real"], mb["real_c"], mb["z"], mb["c"],
                                        opts=opts, blur_sigma=blur_sigma, rng=rkey(k_dmix, r), update_emas=True,
-                                       **raug(r))
+                                       mixing=mix(mb, d_cutoff), **raug(mb))
         return loss, {"d": aux, "ema": ema}
 
-    d_in = {"real": real, "real_c": real_c, "z": gen_z, "c": gen_c}
+    d_in = {"real": real, "real_c": real_c, "z": gen_z, "c": gen_c, "index": index, **d_mix}
     (loss_d, d_out), d_grads = value_and_grad_micro(d_loss, d_params, d_in, rounds, mean_keys=("ema",))
     d_aux, g_ema_coll = d_out["d"], d_out["ema"]
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, d_params)
@@ -299,11 +337,11 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
 
         def reg_loss(p, mb, r):
-            loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **raug(r))
+            loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **raug(mb))
             return loss * gain, aux
 
-        (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, {"real": real, "real_c": real_c},
-                                                        rounds)
+        r_in = {"real": real, "real_c": real_c, "index": index}
+        (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, r_in, rounds)
         r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
         d_params = optax.apply_updates(d_params, r_updates)
         last_r1 = jnp.mean(r_aux["r1_penalty"])
