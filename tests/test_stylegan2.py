@@ -7,6 +7,7 @@ import pytest
 
 from stylegan_jax.convert import ConversionError, strip_prefix
 from stylegan_jax.convert.stylegan2 import convert_stylegan2_generator
+from stylegan_jax.models import build_generator
 from stylegan_jax.networks.stylegan2 import (
     StyleGAN2Generator,
     stylegan2_generator_from_official_kwargs,
@@ -215,6 +216,8 @@ def test_bf16_blocks_stay_close_to_float32(architecture):
                            architecture=architecture)
     Gb = G.with_compute_dtype("bfloat16")
     assert Gb.supports_compute_dtype and Gb.to_config() == G.to_config()  # a run-time choice, not architecture
+    assert Gb == build_generator("stylegan2", z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=16,
+                                 mapping_layers=1, architecture=architecture, fp16_dtype="bfloat16")
     v = _random_variables(G, seed=0)
     z = np.random.RandomState(1).randn(4, 8).astype(np.float32)
 

@@ -399,11 +399,12 @@ class StyleGAN2Generator(GeneratorInterface):
     def build(cls, cfg: str = "stylegan2", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0,
               img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512,
               mapping_layers: int = 8, impl: str = "fast", **overrides: Any) -> StyleGAN2Generator:
-        """``overrides`` are ``StyleGAN2Generator`` fields (``conv_clamp``, ``architecture``, ``use_noise``, ...);
-        the StyleGAN3-only ``magnitude_ema_beta`` and ``num_layers`` are ignored so one config describes both."""
+        """``overrides`` are ``StyleGAN2Generator`` fields (``conv_clamp``, ``architecture``, ``use_noise``,
+        ``fp16_dtype``, ...); the StyleGAN3-only ``magnitude_ema_beta`` and ``num_layers`` are ignored so one config
+        describes both."""
         del cfg, impl
         overrides = {k: v for k, v in overrides.items() if k not in ("magnitude_ema_beta", "num_layers")}
-        unknown = sorted(set(overrides) - set(STYLEGAN2_FIELDS))
+        unknown = sorted(set(overrides) - set(STYLEGAN2_FIELDS) - {"fp16_dtype"})
         if unknown:
             raise ValueError(f"build_generator: {unknown} are not StyleGAN2 generator fields")
         return cls(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
