@@ -24,7 +24,9 @@ Mixed precision: the official code runs the ``num_fp16_res`` highest-resolution 
 ``conv_clamp=256``. Here ``fp16_dtype`` (``with_compute_dtype('bfloat16')``, the training switch ``model.bf16``)
 makes those blocks compute their convolutions, bias, activation and clamp in that dtype; the styles, the
 demodulation coefficients, the noise images and strengths, the mapping network and the accumulated ToRGB image
-stay float32, and so does the output. ``None`` (the default) computes everything in float32.
+stay float32, and so does the output. (The official fp16 path also rescales weights and styles before modulating
+to stay within float16's range; bfloat16 has float32's range, so the float32 formula is kept.) ``None`` (the
+default) computes everything in float32.
 """
 
 from __future__ import annotations
