@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``command(args) -> int``; only the module of the subcommand being run is imported, so that
-``stylegan-jax parity`` does not pay for TensorFlow or ONNX Runtime imports.
+``stylegan-jax parity`` does not pay for TensorFlow or ONNX Runtime imports. The subcommands share
+:func:`report_errors` (expected errors as one line on stderr, status 1), :func:`add_checkpoint_arguments`
+(``--ckpt --step --network``) and :func:`load_sampler`.
 """
 
 from __future__ import annotations
