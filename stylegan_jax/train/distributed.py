@@ -14,8 +14,13 @@ copies of the same command that find each other through ``jax.distributed``. Wha
   second and watches the others' counters. When a peer's counter has not moved for ``HEARTBEAT_TIMEOUT_S``
   seconds, or the coordinator (process 0) cannot be reached, it prints
   ``[process i/n] lost process j of n: ...`` to stderr and ends this process with exit status 4 (the
-  checkpoints written so far are complete: orbax commits a step by renaming it). ``jax.distributed``'s own
-  heartbeat (``HEARTBEAT_TIMEOUT_S + 30`` s) is the fallback: it aborts the process naming the dead task.
+  checkpoints written so far are complete: orbax commits a step by renaming it). A collective whose peer died
+  may also *fail* at once (gloo: connection closed); the error then waits in the watchdog's ``__exit__`` until
+  the heartbeats tell (at most ``HEARTBEAT_TIMEOUT_S`` + a few seconds) whether a peer is gone. Nothing on the
+  failure path asks the coordination service who is alive (``get_live_nodes`` is itself a collective call: it
+  waits for every live process, and a dead one is only known after the service's own heartbeat timeout).
+  ``jax.distributed``'s own heartbeat (``HEARTBEAT_TIMEOUT_S + 30`` s) is the fallback: it aborts the process
+  naming the dead task.
 
 Environment (all optional): ``STYLEGAN_JAX_HEARTBEAT_TIMEOUT`` (seconds, default 30),
 ``STYLEGAN_JAX_INIT_TIMEOUT`` (seconds processes wait for each other at start, default 900),
@@ -133,18 +138,19 @@ def sync(name: str, timeout_s: int | None = None) -> None:
         raise PeerLost(lost_peer_message(e, where=f"barrier {name!r}")) from e
 
 
+_active_watchdog: Watchdog | None = None  # the running watchdog of this process (its heartbeat view)
+
+
 def lost_peers() -> list[int] | None:
-    """Process ids the coordination service no longer sees alive ([] = all alive; None = cannot tell, e.g. the
-    coordinator itself is gone)."""
-    client = _client()
-    if client is None or jax.process_count() == 1:
+    """Process ids whose heartbeat the running :class:`Watchdog` has not seen move for ``HEARTBEAT_TIMEOUT_S``
+    ([] = all beating; None = cannot tell: no watchdog running, or the coordinator is unreachable). Returns at
+    once (no call to the coordination service)."""
+    if jax.process_count() == 1:
         return []
-    ids = list(range(jax.process_count()))
-    try:
-        live = client.get_live_nodes(ids)
-    except Exception:  # noqa: BLE001 - the coordinator (process 0) is unreachable
+    dog = _active_watchdog
+    if dog is None or dog.coordinator_unreachable:
         return None
-    return [i for i in ids if i not in live]
+    return dog.silent_peers()
 
 
 def lost_peer_message(error: BaseException, where: str = "a collective") -> str:
@@ -152,7 +158,9 @@ def lost_peer_message(error: BaseException, where: str = "a collective") -> str:
     me = jax.process_index()
     lost = lost_peers()
     if lost is None:
-        who = "process 0 (the coordinator) is unreachable"
+        unreachable = _active_watchdog is not None and _active_watchdog.coordinator_unreachable
+        who = ("process 0 (the coordinator) is unreachable" if unreachable
+               else "cannot tell which process is lost (no heartbeat watch running)")
     elif lost:
         who = "lost process " + ", ".join(str(i) for i in lost) + " of " + str(jax.process_count())
     else:
@@ -168,19 +176,25 @@ def is_peer_failure(error: BaseException) -> bool:
         return True
     if jax.process_count() == 1:
         return False
-    lost = lost_peers()
-    if lost is None or lost:
+    if lost_peers():
         return True
+    return _mentions_peer_failure(error)
+
+
+def _mentions_peer_failure(error: BaseException) -> bool:
     text = str(error)
-    return any(s in text for s in ("Gloo", "gloo", "Connection reset", "Connection closed", "DEADLINE_EXCEEDED",
-                                   "UNAVAILABLE", "heartbeat"))
+    return isinstance(error, PeerLost) or any(
+        s in text for s in ("Gloo", "gloo", "Connection reset", "Connection closed", "DEADLINE_EXCEEDED",
+                            "UNAVAILABLE", "heartbeat"))
 
 
 class Watchdog:
     """Ends this process (exit status ``LOST_PEER_EXIT_CODE``) with a message naming the peer when another process
     of the run stops making progress for ``timeout_s`` seconds or the coordinator is gone. A no-op with one
     process. Use as a context manager around the run; leaving it marks this process as finished, so that peers
-    still running do not take a normal exit for a crash."""
+    still running do not take a normal exit for a crash. Left with an error that looks like a failed collective
+    (a peer's connection closed), it first keeps watching for up to ``timeout_s`` + 5 s, so that a dead peer is
+    named (and the process ends with ``LOST_PEER_EXIT_CODE``) rather than the error of its broken connection."""
 
     def __init__(self, timeout_s: float | None = None, interval_s: float = 1.0, on_lost: Any = None):
         self.timeout_s = HEARTBEAT_TIMEOUT_S if timeout_s is None else timeout_s  # staleness that means dead
@@ -188,24 +202,48 @@ class Watchdog:
         self.on_lost = on_lost  # called with the message before exiting (e.g. to name the last checkpoint)
         self._stop = None
         self._thread = None
+        self._last_change: dict[int, float] = {}  # peer -> monotonic time its beat last moved
+        self.coordinator_unreachable = False
 
     def __enter__(self) -> Watchdog:
+        global _active_watchdog
         if jax.process_count() > 1 and _client() is not None:
             import threading
 
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="stylegan-jax-watchdog", daemon=True)
             self._thread.start()
+            _active_watchdog = self
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout=5)
-            try:
-                _client().key_value_set(f"stylegan_jax/alive/{jax.process_index()}", "done", allow_overwrite=True)
-            except Exception:  # noqa: BLE001 - the coordinator may be gone already
-                pass
+    def __exit__(self, exc_type: Any = None, exc: BaseException | None = None, tb: Any = None) -> None:
+        global _active_watchdog
+        if self._thread is None:
+            return
+        if exc is not None and _mentions_peer_failure(exc):
+            # Most likely a peer died inside a collective: give the heartbeats time to tell (the thread then ends
+            # the process naming it). The main thread sleeps here, so the watchdog thread runs.
+            import time
+
+            deadline = time.monotonic() + self.timeout_s + 5
+            while time.monotonic() < deadline and self._thread.is_alive() and not self.silent_peers():
+                time.sleep(min(self.interval_s, 0.5))
+            if self.silent_peers() and self._thread.is_alive():
+                time.sleep(3 * self.interval_s + 1)  # the thread reports it at its next check
+        self._stop.set()
+        self._thread.join(timeout=5)
+        _active_watchdog = None
+        try:
+            _client().key_value_set(f"stylegan_jax/alive/{jax.process_index()}", "done", allow_overwrite=True)
+        except Exception:  # noqa: BLE001 - the coordinator may be gone already
+            pass
+
+    def silent_peers(self) -> list[int]:
+        """Peers whose beat has not moved for ``timeout_s`` seconds (as last seen by the watchdog thread)."""
+        import time
+
+        now = time.monotonic()
+        return sorted(pid for pid, since in list(self._last_change.items()) if now - since > self.timeout_s)
 
     def _lost(self, message: str) -> None:
         import sys
@@ -239,6 +277,7 @@ class Watchdog:
                     continue
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > min(self.timeout_s, 10):
+                    self.coordinator_unreachable = True
                     self._lost(f"lost process 0 of {n} (the coordinator): unreachable ({str(e).splitlines()[0]})")
                 continue
             for pid in range(n):
@@ -246,10 +285,12 @@ class Watchdog:
                     continue
                 value = values.get(pid)
                 if value is None or value == "done":  # not started its watchdog yet (the barriers wait for it) / ended
+                    self._last_change.pop(pid, None)
                     continue
                 last_value, since = seen.get(pid, (None, now))
                 if value != last_value:
                     seen[pid] = (value, now)
+                    self._last_change[pid] = now
                 elif now - since > self.timeout_s:
                     self._lost(f"lost process {pid} of {n}: no sign of life for {now - since:.0f} s "
                                f"(killed, crashed or its host is down); stopping")
