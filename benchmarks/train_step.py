@@ -59,16 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.devices > 1:
-        # Must be set before JAX starts; only affects the CPU platform.
-        flag = f"--xla_force_host_platform_device_count={args.devices}"
-        os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS"), flag) if f)
-    from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
-
-    maybe_reexec_with_hugepages()
-
+def build(args: argparse.Namespace) -> dict | None:
+    """G, D, train config, initial state, the train step and one placed random batch for these arguments (None if
+    fewer devices than ``--devices`` exist). Also used by ``benchmarks/performance.py``."""
     import jax
     import numpy as np
 
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = jax.devices()[: args.devices] if args.devices else jax.devices()
     if args.devices and len(devices) < args.devices:
         print(f"only {len(devices)} devices available, asked for {args.devices}", file=sys.stderr)
-        return 2
+        return None
     mesh = make_mesh(devices)
     sg2 = args.cfg == "stylegan2"
     # StyleGAN2: the official --cfg=stylegan2 options (style mixing 0.9, path-length weight 2, G lr 0.002).
@@ -101,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     step = make_train_step(G, D, tc, mesh)
     real = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.channels, args.res, args.res))
     batch = step.place_batch({"real": real.astype(np.float32), "c": np.zeros((args.batch, 0), np.float32)})
+
+    return {"G": G, "D": D, "tc": tc, "state": state, "step": step, "batch": batch, "init_s": init_s,
+            "devices": devices, "mesh": mesh}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.devices > 1:
+        # Must be set before JAX starts; only affects the CPU platform.
+        flag = f"--xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS"), flag) if f)
+    from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
+
+    maybe_reexec_with_hugepages()
+
+    import jax
+
+    built = build(args)
+    if built is None:
+        return 2
+    devices, tc, state, step, batch, init_s = (built[k] for k in ("devices", "tc", "state", "step", "batch", "init_s"))
+    sg2 = args.cfg == "stylegan2"
 
     def timed(fn_iteration: int) -> tuple[float, list[float]]:
         nonlocal state

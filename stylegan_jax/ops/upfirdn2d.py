@@ -12,17 +12,19 @@ A 1-D filter is applied separably along W then H; a 2-D filter as one depthwise 
 
 Two implementations compute the same thing:
 - ``impl="ref"``: the definition, step by step: zero insertion and padding, then depthwise ``lax.conv``;
-- ``impl="fast"`` (default): for separable filters, a polyphase sum of shifted slices that never
-  multiplies inserted zeros and never computes samples the downsampling drops. 2-D filters and
-  combined up+down resampling fall back to the reference path.
+- ``impl="fast"`` (default): for separable filters, each axis as one batched matrix product over blocks of
+  the axis (:func:`fir_axis`): it never multiplies inserted zeros nor computes samples the downsampling drops,
+  and it is a handful of primitives whatever the number of taps, forward and backward. 2-D filters fall back
+  to the reference path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -120,101 +122,99 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, ga
     return _depthwise(x, f[:, None], (downy, 1))
 
 
-def _fir_axis_impl(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
-    """One axis of upfirdn with a correlation kernel ``g`` (NumPy, already flipped and scaled).
+@dataclasses.dataclass(frozen=True)
+class _BlockPlan:
+    """How :func:`fir_axis` computes one axis: output blocks of ``bo`` samples, each a small matrix product of
+    ``nblk`` consecutive input blocks of ``bi`` samples (``bo * down == bi * up``)."""
 
-    Handles ``up > 1, down == 1`` (polyphase upsampling) and ``up == 1`` (strided filtering).
-    """
-    n = x.shape[axis]
+    out_len: int      # output samples
+    bo: int           # outputs per block
+    bi: int           # inputs per block (the input advances bi samples per output block)
+    c0: int           # input index of the first sample of block 0's window
+    nblk: int         # input blocks in one window
+    nb: int           # output blocks
+    matrix: np.ndarray  # [bo, nblk * bi]: output r of a block = sum_j matrix[r, j] * window[j]
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_plan(n: int, g: tuple[float, ...], up: int, down: int, p0: int, p1: int) -> _BlockPlan:
     k = len(g)
     out_len = output_size(n, up, down, p0, p1, k)
     if out_len <= 0:
-        raise ValueError(f"upfirdn2d: output would be empty along axis {axis} (input {n}, taps {k})")
+        raise ValueError(f"upfirdn2d: output would be empty (input {n}, taps {k}, up {up}, down {down})")
+    step = up // math.gcd(up, down)  # bo * down must be a multiple of up
+    c0 = (-p0) // up  # output m reads inputs i with 0 <= i * up + p0 - m * down < k
 
-    def take(arr, start, count, step=1):
-        idx = [slice(None)] * arr.ndim
-        idx[axis] = slice(start, start + (count - 1) * step + 1, step)
-        return arr[tuple(idx)]
+    def layout(bo: int) -> tuple[int, int, int]:
+        bi = bo * down // up
+        c_last = ((bo - 1) * down - p0 + k - 1) // up
+        nblk = -(-(c_last - c0 + 1) // bi)
+        return bi, nblk, nblk * bi
 
-    if up == 1:
-        # Crop negative padding, zero-pad positive padding, then sum strided shifted slices.
-        lo, hi = max(p0, 0), max(p1, 0)
-        if p0 < 0 or p1 < 0:
-            x = take(x, max(-p0, 0), n - max(-p0, 0) - max(-p1, 0))
-        if lo or hi:
-            pads = [(0, 0)] * x.ndim
-            pads[axis] = (lo, hi)
-            x = jnp.pad(x, pads)
-        acc = None
-        for t in range(k):
-            if g[t] == 0:
-                continue
-            term = take(x, t, out_len, down) * float(g[t])  # Python float keeps x's dtype
-            acc = term if acc is None else acc + term
-        return acc if acc is not None else jnp.zeros_like(take(x, 0, out_len, down))
-
-    if down != 1:
-        raise NotImplementedError("fast path handles up or down along one axis, not both")
-    # Output sample m = up*q + r reads input sample (m + t - p0) / up for taps t with
-    # (r + t - p0) % up == 0. Pad the input so that every index read is in range, then
-    # build each phase as a sum of shifted slices and interleave the phases.
-    num_q = -(-out_len // up)
-    phases = []
-    # Index offsets (in input samples) that each phase reads, to size the padding.
-    reads = []
-    for r in range(up):
-        taps = [t for t in range(k) if (r + t - p0) % up == 0]
-        reads.append([(t, (r + t - p0) // up) for t in taps])
-    all_offsets = [o for rd in reads for _, o in rd] or [0]
-    pad_lo = max(0, -min(all_offsets))
-    pad_hi = max(0, max(all_offsets) + num_q - n)
-    pads = [(0, 0)] * x.ndim
-    pads[axis] = (pad_lo, pad_hi)
-    xp = jnp.pad(x, pads)
-    for r in range(up):
-        acc = None
-        for t, o in reads[r]:
-            if g[t] == 0:
-                continue
-            term = take(xp, o + pad_lo, num_q) * float(g[t])
-            acc = term if acc is None else acc + term
-        if acc is None:
-            acc = jnp.zeros_like(take(xp, pad_lo, num_q))
-        phases.append(acc)
-    y = jnp.stack(phases, axis=axis + 1)
-    shape = list(x.shape)
-    shape[axis] = num_q * up
-    y = y.reshape(shape)
-    return take(y, 0, out_len)
+    # The smallest block of at least 8 outputs whose window spans two input blocks (else the smallest window):
+    # few, cheap matrix products (the window length is the contraction length).
+    candidates = [step * i for i in range(max(1, -(-8 // step)), max(2, 64 // step + 1))]
+    two = [bo for bo in candidates if layout(bo)[1] <= 2]
+    bo = two[0] if two else min(candidates, key=lambda c: (layout(c)[2], c))
+    bi, nblk, width = layout(bo)
+    nb = -(-out_len // bo)
+    j = np.arange(width)[None, :]
+    r = np.arange(bo)[:, None]
+    t = (j + c0) * up + p0 - r * down
+    taps = np.asarray(g, np.float64)
+    matrix = np.where((t >= 0) & (t < k), taps[np.clip(t, 0, k - 1)], 0.0).astype(np.float32)
+    return _BlockPlan(out_len, bo, bi, c0, nblk, nb, matrix)
 
 
+def fir_axis(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
+    """One axis of upfirdn with the correlation kernel ``g`` (NumPy, already flipped and scaled), as one batched
+    matrix product: zero insertion by ``up``, padding ``(p0, p1)`` (negative crops), correlation, keeping every
+    ``down``-th sample.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
-def _fir_axis(x: jnp.ndarray, g: tuple[float, ...], axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
-    return _fir_axis_impl(x, np.asarray(g, np.float32), axis, up, down, p0, p1)
+    The axis is cut into blocks; each block of ``bo`` outputs is a fixed ``[bo, nblk * bi]`` matrix (the
+    polyphase filter taps, inserted zeros and dropped samples never multiplied) times a window of ``nblk``
+    consecutive input blocks. The windows are ``nblk`` shifted views of the blocked input, concatenated, so the
+    whole pass is a handful of primitives whatever the number of taps, and its gradient (by autodiff: slices,
+    pads and the transposed matrix product) is as compact.
+    """
+    plan = _block_plan(int(x.shape[axis]), tuple(float(v) for v in g), up, down, p0, p1)
+    n = x.shape[axis]
+    total = (plan.nb + plan.nblk - 1) * plan.bi
+    lo = -plan.c0
+    pads = [(0, 0, 0)] * x.ndim
+    pads[axis] = (lo, total - n - lo, 0)
+    x = lax.pad(x, jnp.zeros((), x.dtype), pads)  # negative low/high crop
+    a = math.prod(x.shape[:axis])
+    rest = math.prod(x.shape[axis + 1 :])
+    xb = x.reshape(a, plan.nb + plan.nblk - 1, plan.bi, rest)
+    win = xb[:, : plan.nb] if plan.nblk == 1 else jnp.concatenate(
+        [lax.slice_in_dim(xb, j, j + plan.nb, axis=1) for j in range(plan.nblk)], axis=2)
+    win = win.reshape(a * plan.nb, plan.nblk * plan.bi, rest)
+    mat = jnp.broadcast_to(jnp.asarray(plan.matrix, x.dtype), (a * plan.nb,) + plan.matrix.shape)
+    precision = lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
+    y = lax.dot_general(mat, win, (((2,), (1,)), ((0,), (0,))), precision=precision)  # [a * nb, bo, rest]
+    y = y.reshape(x.shape[:axis] + (plan.nb * plan.bo,) + x.shape[axis + 1 :])
+    return lax.slice_in_dim(y, 0, plan.out_len, axis=axis)
 
 
-def _fir_axis_fwd(x, g, axis, up, down, p0, p1):
-    return _fir_axis(x, g, axis, up, down, p0, p1), x.shape[axis]
-
-
-def _fir_axis_bwd(g, axis, up, down, p0, p1, n, dy):
-    # The transpose of "zero-insert by up, pad (p0, p1), correlate with g, keep every down-th" is
-    # "zero-insert by down, pad (K-1-p0, ...), correlate with reversed g, keep every up-th": the same
-    # op with up and down swapped, so the gradient runs on the same polyphase fast path.
+def fir_axis_transpose(g: np.ndarray, n: int, m: int, up: int, down: int, p0: int,
+                       p1: int) -> tuple[np.ndarray, int, int, int, int]:
+    """Arguments ``(g, up, down, p0, p1)`` of the :func:`fir_axis` that is the transpose of ``fir_axis(., g, up,
+    down, p0, p1)`` from ``n`` to ``m`` samples: zero insertion by ``down``, the reversed taps, keeping every
+    ``up``-th sample (a ``[m] -> [n]`` pass on the same fast path)."""
     k = len(g)
-    m = dy.shape[axis]
     q0 = k - 1 - p0
     q1 = (n - 1) * up + k - m * down - q0
-    return (_fir_axis_impl(dy, np.asarray(g[::-1], np.float32), axis, down, up, q0, q1),)
+    return np.ascontiguousarray(np.asarray(g)[::-1]), down, up, q0, q1
 
 
-_fir_axis.defvjp(_fir_axis_fwd, _fir_axis_bwd)
-
-
-def _fir_axis_fast(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: int, p1: int) -> jnp.ndarray:
-    """One axis of upfirdn with correlation kernel ``g`` (NumPy), with a fast custom gradient."""
-    return _fir_axis(x, tuple(float(v) for v in g), axis, up, down, p0, p1)
+def separable_taps(f: np.ndarray, flip_filter: bool, gain: float) -> np.ndarray:
+    """Per-axis correlation taps of a separable 1-D filter: scaled by ``sqrt(gain)``, reversed unless
+    ``flip_filter`` (convolution)."""
+    g = np.asarray(f, np.float64) * np.sqrt(gain)
+    if not flip_filter:
+        g = g[::-1]
+    return g.astype(np.float32)
 
 
 def upfirdn2d(
@@ -258,16 +258,12 @@ def upfirdn2d(
         raise ValueError(f"upfirdn2d: impl must be 'fast' or 'ref', got {impl!r}")
 
     separable = f is not None and np.ndim(f) == 1
-    simple = (upx == 1 or downx == 1) and (upy == 1 or downy == 1)
-    if impl == "ref" or not separable or not simple or not isinstance(f, np.ndarray):
+    if impl == "ref" or not separable or not isinstance(f, np.ndarray):
         return _upfirdn2d_ref(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain)
 
-    g = np.asarray(f, np.float64) * np.sqrt(gain)
-    if not flip_filter:
-        g = g[::-1]
-    g = g.astype(np.float32)
-    x = _fir_axis_fast(x, g, axis=2, up=upx, down=downx, p0=x0, p1=x1)
-    return _fir_axis_fast(x, g, axis=1, up=upy, down=downy, p0=y0, p1=y1)
+    g = separable_taps(f, flip_filter, gain)
+    x = fir_axis(x, g, axis=2, up=upx, down=downx, p0=x0, p1=x1)
+    return fir_axis(x, g, axis=1, up=upy, down=downy, p0=y0, p1=y1)
 
 
 def upsample2d(x: jnp.ndarray, f: np.ndarray, up: int = 2) -> jnp.ndarray:
