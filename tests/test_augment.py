@@ -404,14 +404,13 @@ def max_diff(a, b) -> float:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
-# The colour stage in the default suite (~20 s on an idle machine; the draws are keyed per sample whatever the
-# stages), the official 'bgc' (geometric resampling under R1's double backward: ~3 min loaded) in the slow step.
-@pytest.mark.parametrize("spec", ["color", pytest.param("bgc", marks=pytest.mark.slow)])
-def test_micro_batches_with_ada_give_the_update_of_one_batch(spec):
+@pytest.mark.slow  # ~3 min on the loaded 2-core machine: two compiles of the augmented step with R1 (even the
+# colour stage alone took as long: no cheap default-suite variant)
+def test_micro_batches_with_ada_give_the_update_of_one_batch():
     """ADA (p = 0.5) and style mixing on: 4 micro-batches of 2 give the update of one batch of 8. Each sample's
     augmentation and mixing draws follow its index in the global batch; drawn per micro-batch (the sample's place
     in it, or the round folded into the key) the four D calls see other images and the update differs by ~1e-3."""
-    one, micro = micro_update(0, spec), micro_update(2, spec)
+    one, micro = micro_update(0), micro_update(2)
     assert (one.pop("rounds"), micro.pop("rounds")) == (1, 4)
     assert max_diff(one["metrics"]["Loss/D"], micro["metrics"]["Loss/D"]) < 2e-6
     assert max_diff(one, micro) < 2e-6
@@ -477,25 +476,32 @@ def get_config():
 '''
 
 
-def check_ada_ticks(ticks: list[dict]) -> None:
-    """p leaves 0 within the first kimg, driven by a real-sign statistic above the target, and the statistic then
-    comes back toward the target (the feedback works; a p that is never updated stays at 0)."""
+def check_ada_ticks(ticks: list[dict], target: float = 0.6) -> None:
+    """p leaves 0 within the first kimg, driven by a real-sign statistic above the target; p then follows the
+    statistic (up in ticks clearly above the target, down in ticks clearly below), and the statistic comes back
+    toward the target after p rose. A p that is never updated stays at 0; one updated the wrong way never leaves
+    0 or disagrees with the statistic. (Tick values are means over the tick's steps; each tick holds two p
+    adjustments, hence the 0.1 margin around the target.)"""
     p = [t["Progress/augment"] for t in ticks]
     signs = [t["Progress/ada_stat"] for t in ticks]
     first = next((i for i, v in enumerate(p) if v > 0), None)
     assert first is not None, f"p never left 0: {p}"
     assert ticks[first]["kimg"] <= 1.0
-    assert max(signs[:first + 2]) > 0.6  # D tells its reals apart: the statistic is above the target ...
+    assert max(signs[:first + 2]) > target  # D tells its reals apart: the statistic is above the target ...
+    moves = [(s, b - a) for s, a, b in zip(signs[1:], p, p[1:], strict=False) if abs(s - target) > 0.1 and b != a]
+    assert moves and all((s > target) == (d > 0) for s, d in moves), list(zip(signs, p, strict=True))
+    assert any(d > 0 for _, d in moves)
     peak = int(np.argmax(signs))
-    assert min(signs[peak:]) < max(signs)  # ... and comes back down while p > 0
-    assert max(p) > 0
+    assert signs[peak] > target and min(abs(s - target) for s in signs[peak + 1:]) < signs[peak] - target
+    # ... and comes back toward the target while p > 0.
 
 
-@pytest.mark.extended  # beyond CI's time budget: run with -m extended
-@pytest.mark.slow  # ~5-25 min (loaded 2-core machine): a 1 kimg training run
+@pytest.mark.slow  # ~2-4 min on the loaded 2-core machine (load 7-9): a 1 kimg training run
 def test_ada_on_a_tiny_folder_dataset(tmp_path, cache_dir):
-    """64 images, D overfits: the real-sign statistic is above the target, p rises above 0 within the first kimg
-    and pulls the statistic down; p is in the tick line and metrics.jsonl; reals grids are written."""
+    """64 images, a D that tells its reals apart at once: the real-sign statistic is above the target, p rises
+    above 0 within the first kimg, follows the statistic, and the statistic comes back toward the target (in a run
+    this short G catching up lowers it too: the test checks the feedback rule in a real run, not that p alone
+    brings the statistic down); p is in the tick line and metrics.jsonl; reals grids are written."""
     from PIL import Image
 
     data = tmp_path / "data"
