@@ -9,6 +9,7 @@ as JSON. Each run's workdir keeps its grids, ``images/quality.png`` and ``metric
 
   python benchmarks/quality.py --kimg 8 --json benchmarks/results/quality_cpu2.json
   python benchmarks/quality.py --configs configs/quickstart.py --kimg 4 --metrics-kimg 0.5 --config.train.r1_gamma=0.01
+  python benchmarks/quality.py --from-workdir runs/quickstart      # the table of a run made elsewhere (no training)
 
 Wall-clock figures depend on the machine and on its load: the JSON records the CPU count and the load average
 before and after each run.
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--target", type=float, default=0.8, help="shape precision to report the time to (default 0.8)")
     ap.add_argument("--workdir", default="runs/bench_quality", help="one subdirectory per config (started afresh)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--from-workdir", default=None,
+                    help="train nothing: print (and with --json write) the curve of an existing run's metrics.jsonl")
     args, extra = ap.parse_known_args(argv)
     bad = [a for a in extra if not a.startswith("--config.")]
     if bad:
@@ -102,6 +105,39 @@ def run_one(config_path: str, args: argparse.Namespace) -> dict:
     }
 
 
+def from_workdir(workdir: str | Path, target: float) -> dict:
+    """The result of :func:`run_one` for a run made elsewhere (e.g. ``stylegan-jax train``, resumed or not), read
+    from its ``metrics.jsonl`` and ``config.json``; no wall-clock times (an evaluation of a resumed run appears once,
+    its last record)."""
+    workdir = Path(workdir)
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --from-workdir needs a training run's workdir")
+    records = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    config = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").is_file() else {}
+    ticks = [r["Timing/sec_per_kimg"] for r in records if "Timing/sec_per_kimg" in r]
+    evals = {round(r["kimg"], 3): r for r in records if "Metrics/shapes_precision" in r}
+    if not evals:
+        raise ValueError(f"{path} has no shapes evaluation (log.metrics='shapes' with log.metrics_kimg > 0)")
+    curve = [{"kimg": r["kimg"], "step": r.get("step"), "precision": r["Metrics/shapes_precision"],
+              "fid": r["Metrics/shapes_fid"], "kid": r["Metrics/shapes_kid"],
+              "hist": [r[f"Metrics/shapes_{n}"] for n in ("circle", "square", "triangle", "other")], "wall_s": None}
+             for _, r in sorted(evals.items())]
+    reached = next((p for p in curve if p["precision"] >= target), None)
+    grids = sorted((workdir / "images").glob("fakes_0*.png"))
+    return {
+        "config": str(workdir), "cfg": config.get("model", {}).get("cfg"),
+        "total_kimg": config.get("train", {}).get("total_kimg"), "batch": config.get("train", {}).get("batch_size"),
+        "metrics_kimg": config.get("log", {}).get("metrics_kimg"),
+        "metrics_num": config.get("log", {}).get("metrics_num"), "wall_s": None,
+        "s_per_kimg_steady": round(statistics.median(ticks[1:] or ticks), 2) if ticks else None,
+        "target": target, "first_kimg_at_target": reached["kimg"] if reached else None, "wall_s_at_target": None,
+        "final": curve[-1], "curve": curve, "workdir": str(workdir), "last_grid": str(grids[-1]) if grids else None,
+        "quality_png": str(workdir / "images" / "quality.png"), "loadavg_before": None,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def table(result: dict) -> str:
     rows = [("kimg", "precision", "FID", "KID", "wall s")]
     for p in result["curve"]:
@@ -112,9 +148,10 @@ def table(result: dict) -> str:
              f"point)"]
     lines += ["  ".join(f"{v:>{w}}" for v, w in zip(r, widths, strict=True)) for r in rows]
     at = result["first_kimg_at_target"]
-    lines.append(f"steady {result['s_per_kimg_steady']} s/kimg; total {result['wall_s']:.0f} s; precision >= "
-                 f"{result['target']} " + (f"at {at:.2f} kimg ({result['wall_s_at_target']:.0f} s)" if at is not None
-                                           else "not reached"))
+    total = "" if result["wall_s"] is None else f"total {result['wall_s']:.0f} s; "
+    when = "" if result["wall_s_at_target"] is None else f" ({result['wall_s_at_target']:.0f} s)"
+    lines.append(f"steady {result['s_per_kimg_steady']} s/kimg; {total}precision >= {result['target']} "
+                 + (f"at {at:.2f} kimg{when}" if at is not None else "not reached"))
     return "\n".join(lines)
 
 
@@ -124,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     results = []
-    for config_path in [s.strip() for s in args.configs.split(",") if s.strip()]:
+    if args.from_workdir:
+        results.append(from_workdir(args.from_workdir, args.target))
+        print(table(results[-1]), flush=True)
+    for config_path in ([] if args.from_workdir else [s.strip() for s in args.configs.split(",") if s.strip()]):
         results.append(run_one(config_path, args))
         print(table(results[-1]), flush=True)
     out = {"results": results, "cpu_count": os.cpu_count(), "host": platform.node(), "backend": jax.default_backend(),
