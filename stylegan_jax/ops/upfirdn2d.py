@@ -180,10 +180,13 @@ def fir_axis(x: jnp.ndarray, g: np.ndarray, axis: int, up: int, down: int, p0: i
     plan = _block_plan(int(x.shape[axis]), tuple(float(v) for v in g), up, down, p0, p1)
     n = x.shape[axis]
     total = (plan.nb + plan.nblk - 1) * plan.bi
-    lo = -plan.c0
-    pads = [(0, 0, 0)] * x.ndim
-    pads[axis] = (lo, total - n - lo, 0)
-    x = lax.pad(x, jnp.zeros((), x.dtype), pads)  # negative low/high crop
+    lo, hi = -plan.c0, total - n + plan.c0
+    if lo < 0 or hi < 0:  # crops as a slice, padding as a non-negative pad (what exporters lower)
+        x = lax.slice_in_dim(x, max(-lo, 0), n - max(-hi, 0), axis=axis)
+    if lo > 0 or hi > 0:
+        pads = [(0, 0)] * x.ndim
+        pads[axis] = (max(lo, 0), max(hi, 0))
+        x = jnp.pad(x, pads)
     a = math.prod(x.shape[:axis])
     rest = math.prod(x.shape[axis + 1 :])
     xb = x.reshape(a, plan.nb + plan.nblk - 1, plan.bi, rest)
