@@ -2,10 +2,12 @@
 cross-process all-reduce through gloo), and the peak memory of the compiled step with and without micro-batches
 (``train.batch_per_device``, XLA's memory analysis).
 
-    python benchmarks/multihost.py [--steps 10] [--out benchmarks/results/multihost_cpu.json]
+    python benchmarks/multihost.py [--steps 10] [--repeats 2] [--out benchmarks/results/multihost_cpu.json]
 
 The model is the tests' tiny StyleGAN3-T (32px, 4 layers, channel_max 16) at batch 8; steps are timed after
-compilation (the first two iterations, one of each variant, are not timed).
+compilation (the first two iterations, one of each variant, are not timed). The two topologies run alternately
+(``--repeats`` rounds of 1 x 4 then 2 x 2, sharing a compilation cache), so that a changing machine load affects
+both; the table gives each round and the ratio within it, with the load average.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def memory(batch: int, per_device: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating rounds of 1 x 4 and 2 x 2")
+    ap.add_argument("--skip-memory", action="store_true", help="only the step times")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "multihost_cpu.json"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -105,25 +109,32 @@ def main() -> None:
     cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--batch", str(args.batch)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n, devices in ((1, 4), (2, 2)):
-            env = {**base, "BENCH_WORKDIR": f"{tmp}/w{n}"}
-            if n == 1:
-                env["STYLEGAN_JAX_NO_DISTRIBUTED"] = "1"
-            results = multihost.run(cmd, n, devices, Path(tmp) / f"logs{n}", 3600, env=env, cwd=REPO)
-            for code, _, err in results:
-                if code != 0:
-                    raise SystemExit(f"{n} x {devices}: exit {code}\n{err[-3000:]}")
-            rows.append(json.loads(results[0][1].split("RESULT ", 1)[1].splitlines()[0]))
+        base.update(JAX_COMPILATION_CACHE_DIR=f"{tmp}/cache", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        for r in range(args.repeats):
+            for n, devices in ((1, 4), (2, 2)):
+                env = {**base, "BENCH_WORKDIR": f"{tmp}/w{n}_{r}"}
+                if n == 1:
+                    env["STYLEGAN_JAX_NO_DISTRIBUTED"] = "1"
+                load_before = os.getloadavg()[0]
+                results = multihost.run(cmd, n, devices, Path(tmp) / f"logs{n}_{r}", 3600, env=env, cwd=REPO)
+                for code, _, err in results:
+                    if code != 0:
+                        raise SystemExit(f"{n} x {devices}: exit {code}\n{err[-3000:]}")
+                row = json.loads(results[0][1].split("RESULT ", 1)[1].splitlines()[0])
+                rows.append({**row, "round": r, "load1_before": load_before, "load1_after": os.getloadavg()[0]})
         mem = []
-        for per_device in (0, 4):
+        for per_device in (() if args.skip_memory else (0, 4)):
             out = subprocess.run([sys.executable, __file__, "--memory", str(per_device)], env=base, cwd=REPO,
                                  capture_output=True, text=True, check=True).stdout
             mem.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
     load = os.getloadavg()
-    print("| processes x devices | s/iter (median) | s/iter (mean) |\n|---|---|---|")
+    print("| round | processes x devices | s/iter (median) | s/iter (mean) | 2x2 / 1x4 (median) | load 1 min |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['processes']} x {r['devices'] // r['processes']} | {r['s_per_iter_median']:.3f} | "
-              f"{r['s_per_iter_mean']:.3f} |")
+        one = next(x for x in rows if x["round"] == r["round"] and x["processes"] == 1)
+        ratio = f"{r['s_per_iter_median'] / one['s_per_iter_median']:.2f}" if r["processes"] > 1 else ""
+        print(f"| {r['round']} | {r['processes']} x {r['devices'] // r['processes']} | {r['s_per_iter_median']:.3f} | "
+              f"{r['s_per_iter_mean']:.3f} | {ratio} | {r['load1_before']:.1f} -> {r['load1_after']:.1f} |")
     print("\n| batch | batch_per_device | rounds | temp MiB | args MiB | peak MiB |\n|---|---|---|---|---|---|")
     for m in mem:
         print(f"| {m['batch']} | {m['batch_per_device']} | {m['micro_rounds']} | {m['temp_bytes'] / 2**20:.1f} | "
