@@ -294,7 +294,7 @@ def test_watchdog_names_a_dead_peer(tmp_path, failure):
 # ---- a. 2 x 2 == 1 x 4 ------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~3 min on 2 cores (both topologies compile)
+@pytest.mark.slow  # ~6 min on the loaded 2-core machine (both topologies compile; the runs are shared fixtures)
 def test_two_processes_match_one(reference, reference_two):
     _, one = reference
     two, results, seen = reference_two
@@ -324,8 +324,7 @@ def test_two_processes_match_one(reference, reference_two):
 # ---- c. checkpoints across process counts ------------------------------------------------------------------
 
 
-@pytest.mark.extended  # beyond CI's time budget: run with -m extended
-@pytest.mark.slow  # ~4 min
+@pytest.mark.slow  # ~3-4 min each on the loaded 2-core machine (load 7-9)
 @pytest.mark.parametrize("first,second", [(2, 1), (1, 2)])
 def test_checkpoint_moves_between_process_counts(reference, tmp_path, cache_dir, first, second):
     config, one = reference
@@ -357,8 +356,7 @@ def test_checkpoint_moves_between_process_counts(reference, tmp_path, cache_dir,
 # ---- d. a dead peer ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.extended  # beyond CI's time budget: run with -m extended
-@pytest.mark.slow  # ~4 min
+@pytest.mark.slow  # ~8 min on the loaded 2-core machine (load 7-9): a run to the kill, 20 s, a restart to the end
 def test_sigkill_one_process_stops_the_other_and_restart_resumes(reference, reference_two, tmp_path, cache_dir):
     config, _ = reference
     two, _, _ = reference_two
