@@ -16,7 +16,7 @@ GPU, the official StyleGAN3-T 256x256 setting (official channels, mapping depth 
       --gamma 2 --json sg3t256.json
 Official reference (NVlabs/stylegan3 docs/configs.md, 256x256, 1 GPU, batch 32 with --batch-gpu=16,
 mixed precision on the 4 highest resolutions, ADA on): 49.81 s/kimg on one A100 (89.15 on one V100).
-Add ``--bf16`` for bf16 in the discriminator's highest-resolution blocks (the generator has no dtype switch).
+Add ``--bf16`` for bf16 in the highest-resolution layers of G (both kinds) and D (``model.bf16``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--g-reg-interval", type=int, default=4, help="lazy path-length reg interval (stylegan2 only)")
     ap.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size")
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
-    ap.add_argument("--bf16", action="store_true", help="bf16 in D's highest-resolution blocks")
+    ap.add_argument("--bf16", action="store_true", help="bf16 in the highest-resolution layers of G and D")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per variant (after one warm-up)")
     ap.add_argument("--json", default=None, help="write the results here")
     return ap.parse_args(argv)

@@ -43,9 +43,9 @@ minibatch-stddev groups within each GPU's slice; ours are formed over the global
 single-GPU run with the same batch.)
 
 Mixed precision: ``TrainConfig.bf16`` switches the discriminator's ``num_fp16_res`` highest-resolution blocks
-to bfloat16 (``Discriminator.fp16_dtype``) and the StyleGAN3 generator's ``use_fp16`` layers
-(``SynthesisNetwork.fp16_dtype``); styles, demodulation, EMAs and the optimizer stay float32. The StyleGAN2
-generator has no dtype switch and computes in float32 throughout.
+to bfloat16 (``Discriminator.fp16_dtype``) and the generator's ``num_fp16_res`` highest-resolution layers
+(``G.with_compute_dtype``: StyleGAN3's ``use_fp16`` synthesis layers, StyleGAN2's highest-resolution blocks);
+styles, demodulation, noise, EMAs and the optimizer stay float32.
 """
 
 from __future__ import annotations
