@@ -4,9 +4,8 @@ Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metric
 Measured (BENCHMARKS.md, "Training quality"; one loaded CPU core): soft blobs up to about 8 kimg, round discs with
 drop shadows from about 14 kimg, clean coloured circles on the right gradient backgrounds at 24 kimg; squares and
 triangles do not appear yet (the samples drift towards discs). Shape precision 0.68-0.78 from 17 to 24 kimg (real
-images ~0.99; at this stage it over-counts, calling some discs squares): the 0.8 aim is not reached. Estimated
-about 10 minutes on 2 idle cores (about 2.8x cheaper per kimg than the earlier 14-layer, batch-16 quickstart, whose
-6 kimg took 5-8 minutes there); not timed on an idle machine.
+images ~0.99; at this stage it over-counts, calling some discs squares): the 0.8 aim is not reached. Timed on 2 idle
+cores (2026-12-06, fresh clone): about 27 minutes with the install, 50-60 s/kimg; precision 0.66 at 24 kimg.
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
