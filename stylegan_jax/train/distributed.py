@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import threading
+import time
 from typing import Any
 
 import jax
@@ -208,8 +211,6 @@ class Watchdog:
     def __enter__(self) -> Watchdog:
         global _active_watchdog
         if jax.process_count() > 1 and _client() is not None:
-            import threading
-
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="stylegan-jax-watchdog", daemon=True)
             self._thread.start()
@@ -223,8 +224,6 @@ class Watchdog:
         if exc is not None and _mentions_peer_failure(exc):
             # Most likely a peer died inside a collective: give the heartbeats time to tell (the thread then ends
             # the process naming it). The main thread sleeps here, so the watchdog thread runs.
-            import time
-
             deadline = time.monotonic() + self.timeout_s + 5
             while time.monotonic() < deadline and self._thread.is_alive() and not self.silent_peers():
                 time.sleep(min(self.interval_s, 0.5))
@@ -240,14 +239,10 @@ class Watchdog:
 
     def silent_peers(self) -> list[int]:
         """Peers whose beat has not moved for ``timeout_s`` seconds (as last seen by the watchdog thread)."""
-        import time
-
         now = time.monotonic()
         return sorted(pid for pid, since in list(self._last_change.items()) if now - since > self.timeout_s)
 
     def _lost(self, message: str) -> None:
-        import sys
-
         line = f"{log_prefix()}{message}"
         if self.on_lost is not None:
             try:
@@ -259,8 +254,6 @@ class Watchdog:
         os._exit(LOST_PEER_EXIT_CODE)  # skip the exit barrier: the peer will never arrive
 
     def _run(self) -> None:
-        import time
-
         client, me, n = _client(), jax.process_index(), jax.process_count()
         seen: dict[int, tuple[str | None, float]] = {}
         beat = 0
