@@ -1,7 +1,8 @@
 """Writers for official-format network pickles, without importing (or having) torch.
 
-Shared by ``tests/test_official_pickle.py`` (reader tests, malicious payloads) and ``tests/test_convert.py``
-(official StyleGAN2 pickles built from a fixture's state dict). Everything here writes bytes only: the globals
+Shared by ``tests/test_official_pickle.py`` (reader tests, malicious payloads), ``tests/test_convert.py``
+(official StyleGAN2 pickles built from a fixture's state dict) and ``tests/test_fid.py`` (a ``torch.save`` state
+dict of the FID Inception network). Everything here writes bytes only: the globals
 are named with :class:`Glob` and never resolved.
 """
 
@@ -92,16 +93,42 @@ class Storage:
             return (pickle.dumps(LEGACY_MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps(sys_info, 2) + main
                     + pickle.dumps(["140"], 2) + struct.pack("<q", numel) + self.data.tobytes())
         pid = ("storage", Glob("torch", self.type_name), "0", "cpu", numel)
-        f = io.BytesIO()
-        with zipfile.ZipFile(f, "w") as zf:
-            zf.writestr("archive/data.pkl", dumps(self.main if self.main is not None else ref, 2, {id(ref): pid}))
-            zf.writestr("archive/byteorder", "little")
-            zf.writestr("archive/data/0", self.data.tobytes())
-            zf.writestr("archive/version", "3\n")
-        return f.getvalue()
+        return torch_zip(dumps(self.main if self.main is not None else ref, 2, {id(ref): pid}),
+                         [self.data.tobytes()])
 
     def __reduce__(self):
         return Glob("torch.storage", "_load_from_bytes"), (self.torch_save_bytes(),)
+
+
+def torch_zip(data_pkl: bytes, storages: list[bytes]) -> bytes:
+    """A ``torch.save`` zip archive (stored, not compressed): the pickle, then storage ``i`` as ``data/i``."""
+    f = io.BytesIO()
+    with zipfile.ZipFile(f, "w") as zf:
+        zf.writestr("archive/data.pkl", data_pkl)
+        zf.writestr("archive/byteorder", "little")
+        for i, raw in enumerate(storages):
+            zf.writestr(f"archive/data/{i}", raw)
+        zf.writestr("archive/version", "3\n")
+    return f.getvalue()
+
+
+# Storage classes of the dtypes torch_save_state_dict writes.
+STORAGE_TYPES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
+
+
+def torch_save_state_dict(state_dict: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes ``torch.save`` writes for a state dict of tensors (zip format, one storage per tensor), e.g. a
+    ``pt_inception-*.pth`` weight file."""
+    pids, storages, tensors = {}, [], collections.OrderedDict()
+    for i, (name, arr) in enumerate(state_dict.items()):
+        ref = StorageRef()
+        pids[id(ref)] = ("storage", Glob("torch", STORAGE_TYPES[arr.dtype]), str(i), "cpu", arr.size)
+        storages.append(np.ascontiguousarray(arr).tobytes())
+        shape = tuple(arr.shape)
+        stride = tuple(int(np.prod(shape[j + 1:])) for j in range(len(shape)))
+        tensors[name] = _Reduce(Glob("torch._utils", "_rebuild_tensor_v2"),
+                                (ref, 0, shape, stride, False, collections.OrderedDict()))
+    return torch_zip(dumps(tensors, 2, pids), storages)
 
 
 class Tensor:
@@ -235,4 +262,6 @@ __all__ = [
     "stylegan2_discriminator_class",
     "stylegan2_generator_class",
     "tensor",
+    "torch_save_state_dict",
+    "torch_zip",
 ]

@@ -3,10 +3,7 @@ real files (random weights saved with pytorch-fid names as .npz and as a torch.s
 
 Every Inception forward here uses batches of two 32x32 RGB uint8 images, so the extractor compiles once."""
 
-import collections
-import io
 import pickle
-import zipfile
 
 import flax.linen as nn
 import jax
@@ -18,6 +15,7 @@ import scipy.linalg
 from stylegan_jax.data import SyntheticShapes, ordered_batches
 from stylegan_jax.metrics import fid as F
 from stylegan_jax.metrics import inception as I
+from tests.pickle_writer import torch_save_state_dict
 
 # ----------------------------------------------------------------------------------------------------------------
 # The math.
@@ -148,70 +146,13 @@ def _random_state_dict(seed=0):
     return out
 
 
-class _Glob:
-    """A module.name reference, written as a GLOBAL opcode (no import: torch is not installed)."""
-
-    def __init__(self, module, name):
-        self.module, self.name = module, name
-
-    def __call__(self, *args):  # pickle insists that reduce functions are callable
-        raise AssertionError
-
-
-class _TorchPickler(pickle._Pickler):
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def __init__(self, file, pids):
-        super().__init__(file, 2)
-        self.pids = pids
-
-    def persistent_id(self, obj):
-        return self.pids.get(id(obj))
-
-    def _save_glob(self, obj):
-        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-        self.memoize(obj)
-
-    dispatch[_Glob] = _save_glob
-
-
-class _Tensor:
-    def __init__(self, storage, shape):
-        self.storage, self.shape = storage, shape
-
-    def __reduce__(self):
-        stride = tuple(int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
-        args = (self.storage, 0, self.shape, stride, False, collections.OrderedDict())
-        return _Glob("torch._utils", "_rebuild_tensor_v2"), args
-
-
-def _torch_save_zip(state_dict):
-    """The bytes torch.save writes for a state dict of tensors (zip format), produced without torch."""
-    pids, entries, tensors = {}, {}, collections.OrderedDict()
-    for i, (name, arr) in enumerate(state_dict.items()):
-        storage, kind = object(), {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}[arr.dtype]
-        pids[id(storage)] = ("storage", _Glob("torch", kind), str(i), "cpu", arr.size)
-        entries[f"archive/data/{i}"] = np.ascontiguousarray(arr).tobytes()
-        tensors[name] = _Tensor(storage, tuple(arr.shape))
-    f = io.BytesIO()
-    _TorchPickler(f, pids).dump(tensors)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:  # stored, not compressed, as torch.save
-        zf.writestr("archive/data.pkl", f.getvalue())
-        zf.writestr("archive/byteorder", "little")
-        for key, raw in entries.items():
-            zf.writestr(key, raw)
-        zf.writestr("archive/version", "3\n")
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """(state dict, path of the .npz, path of the .pth, loaded variables)."""
     state = _random_state_dict()
     d = tmp_path_factory.mktemp("inception")
     np.savez(d / "inception.npz", **state)
-    (d / "pt_inception.pth").write_bytes(_torch_save_zip(state))
+    (d / "pt_inception.pth").write_bytes(torch_save_state_dict(state))
     return state, d / "inception.npz", d / "pt_inception.pth", I.load_inception_weights(d / "inception.npz")
 
 
