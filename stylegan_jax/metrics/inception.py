@@ -63,7 +63,7 @@ import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -207,17 +207,29 @@ class InceptionA(nn.Module):
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
-class InceptionB(nn.Module):
+class _ReductionBlock(nn.Module):
+    """A grid-size reduction block (Mixed_6a, Mixed_7a): each branch of :attr:`branches` is a chain of
+    :class:`BasicConv2d` layers ``(name, features, kernel, options)`` applied in turn (the last with stride 2); the
+    branches and a 3x3 stride-2 max pool of the input are concatenated on channels."""
+
     precision: Any = jax.lax.Precision.HIGHEST
+    branches: ClassVar[tuple[tuple[tuple[str, int, tuple[int, int], dict], ...], ...]] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = functools.partial(BasicConv2d, precision=self.precision)
-        b3 = c(384, (3, 3), stride=2, name="branch3x3")(x)
-        bd = c(64, (1, 1), name="branch3x3dbl_1")(x)
-        bd = c(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-        bd = c(96, (3, 3), stride=2, name="branch3x3dbl_3")(bd)
-        return jnp.concatenate([b3, bd, _max_pool_3x3_s2(x)], axis=-1)
+        outs = []
+        for layers in self.branches:
+            y = x
+            for name, features, kernel, options in layers:
+                y = BasicConv2d(features, kernel, precision=self.precision, name=name, **options)(y)
+            outs.append(y)
+        return jnp.concatenate([*outs, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class InceptionB(_ReductionBlock):
+    branches = ((("branch3x3", 384, (3, 3), {"stride": 2}),),
+                (("branch3x3dbl_1", 64, (1, 1), {}), ("branch3x3dbl_2", 96, (3, 3), {"padding": (1, 1)}),
+                 ("branch3x3dbl_3", 96, (3, 3), {"stride": 2})))
 
 
 class InceptionC(nn.Module):
@@ -242,19 +254,10 @@ class InceptionC(nn.Module):
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
-class InceptionD(nn.Module):
-    precision: Any = jax.lax.Precision.HIGHEST
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = functools.partial(BasicConv2d, precision=self.precision)
-        b3 = c(192, (1, 1), name="branch3x3_1")(x)
-        b3 = c(320, (3, 3), stride=2, name="branch3x3_2")(b3)
-        b7 = c(192, (1, 1), name="branch7x7x3_1")(x)
-        b7 = c(192, (1, 7), padding=(0, 3), name="branch7x7x3_2")(b7)
-        b7 = c(192, (7, 1), padding=(3, 0), name="branch7x7x3_3")(b7)
-        b7 = c(192, (3, 3), stride=2, name="branch7x7x3_4")(b7)
-        return jnp.concatenate([b3, b7, _max_pool_3x3_s2(x)], axis=-1)
+class InceptionD(_ReductionBlock):
+    branches = ((("branch3x3_1", 192, (1, 1), {}), ("branch3x3_2", 320, (3, 3), {"stride": 2})),
+                (("branch7x7x3_1", 192, (1, 1), {}), ("branch7x7x3_2", 192, (1, 7), {"padding": (0, 3)}),
+                 ("branch7x7x3_3", 192, (7, 1), {"padding": (3, 0)}), ("branch7x7x3_4", 192, (3, 3), {"stride": 2})))
 
 
 class InceptionE(nn.Module):
