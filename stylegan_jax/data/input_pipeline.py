@@ -505,31 +505,18 @@ def make_source(config: Any = None, **overrides: Any) -> ImageSource:
     if source == "folder":
         if not cfg["path"]:
             raise ValueError("source='folder' needs `path` (a directory or a .zip archive)")
-        return ImageFolderSource(
-            cfg["path"],
-            cfg["resolution"],
-            cfg["channels"],
-            use_labels=cfg["use_labels"],
-            validate=cfg["validate"],
-            channel_mode=cfg["channel_mode"],
-            num_workers=cfg["num_workers"],
-        )
+        return ImageFolderSource(cfg["path"], **_stored_source_kwargs(cfg), num_workers=cfg["num_workers"])
     if not cfg["tfds_name"]:
         raise ValueError("source='tfds' needs `tfds_name`")
     from stylegan_jax.data.tfds_source import TfdsSource  # keeps tensorflow_datasets optional
 
-    return TfdsSource(
-        cfg["tfds_name"],
-        cfg["resolution"],
-        cfg["channels"],
-        split=cfg["tfds_split"],
-        data_dir=cfg["data_dir"],
-        image_key=cfg["image_key"],
-        label_key=cfg["label_key"],
-        use_labels=cfg["use_labels"],
-        channel_mode=cfg["channel_mode"],
-        validate=cfg["validate"],
-    )
+    return TfdsSource(cfg["tfds_name"], **_stored_source_kwargs(cfg), split=cfg["tfds_split"], data_dir=cfg["data_dir"],
+                      image_key=cfg["image_key"], label_key=cfg["label_key"])
+
+
+def _stored_source_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments the sources of stored images (folder, tfds) share, from a resolved config."""
+    return {key: cfg[key] for key in ("resolution", "channels", "use_labels", "validate", "channel_mode")}
 
 
 def _check_sharding(sharding: Any, shape: tuple[int, ...], batch_size: int) -> None:
