@@ -4,12 +4,11 @@ Prepare once (this downloads, so do it outside training):  tfds build celeb_a --
 then train with --config.data.data_dir=~/tfds. gamma follows the resolution-squared rule of thumb
 from the official 128px value (0.5 * (64/128)^2 = 0.125)."""
 
-from stylegan_jax.config import base_config
+from stylegan_jax.config import stylegan3_config
 
 
 def get_config():
-    c = base_config()
-    c.model.cfg = "t"
+    c = stylegan3_config("t", 64)  # batch 32, gamma 0.125
     c.model.channel_base = 16384
     c.model.channel_max = 256
     c.model.d_channel_base = 16384
@@ -18,10 +17,7 @@ def get_config():
     c.data.tfds_name = "celeb_a"
     c.data.tfds_split = "train"
     c.data.image_key = "image"
-    c.data.resolution = 64
     c.data.mirror = True
-    c.train.batch_size = 32
-    c.train.r1_gamma = 0.125
     c.log.image_kimg = 50.0
     c.log.checkpoint_kimg = 50.0
     return c

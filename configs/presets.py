@@ -16,7 +16,7 @@ documented values. Select with --config configs/presets.py --config.preset=... i
 The paper's FFHQ(-U) 1024 runs used gamma 32.8 with --mirror=1 --aug=noaug.
 """
 
-from stylegan_jax.config import OFFICIAL_GAMMA, base_config
+from stylegan_jax.config import OFFICIAL_GAMMA, stylegan3_config
 
 PRESETS = {f"stylegan3-{cfg}-{res}": (cfg, res) for res in OFFICIAL_GAMMA for cfg in ("t", "r")}
 
@@ -24,15 +24,7 @@ PRESETS = {f"stylegan3-{cfg}-{res}": (cfg, res) for res in OFFICIAL_GAMMA for cf
 def preset(name: str):
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    cfg, res = PRESETS[name]
-    c = base_config()
-    c.model.cfg = cfg
-    c.data.resolution = res
-    c.train.batch_size = 32
-    c.train.r1_gamma = OFFICIAL_GAMMA[res]
-    if cfg == "r":
-        c.train.blur_init_sigma = 10.0
-    return c
+    return stylegan3_config(*PRESETS[name])
 
 
 def get_config():

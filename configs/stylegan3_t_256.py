@@ -2,12 +2,8 @@
 256x256 (batch 32, R1 gamma 2, G lr 0.0025, D lr 0.002, EMA 10 kimg). Set the data with
 --config.data.source=folder --config.data.path=/path/to/dataset.zip (or tfds)."""
 
-from stylegan_jax.config import base_config
+from stylegan_jax.config import stylegan3_config
 
 
 def get_config():
-    c = base_config()
-    c.model.cfg = "t"
-    c.data.resolution = 256
-    c.train.r1_gamma = 2.0
-    return c
+    return stylegan3_config("t", 256)

@@ -102,20 +102,34 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def stylegan3_config(cfg: str, resolution: int) -> ml_collections.ConfigDict:
+    """:func:`base_config` with the official StyleGAN3 recipe for ``cfg`` ('t' or 'r') at ``resolution``: batch
+    32, R1 gamma from :data:`OFFICIAL_GAMMA` (elsewhere its rule, gamma ~ resolution^2: 2 * (resolution / 256)^2)
+    and, for StyleGAN3-R, the D input blur fade-in from sigma 10. Model sizes and data stay at their defaults."""
+    if cfg not in ("t", "r"):
+        raise ValueError(f"stylegan3_config: cfg must be 't' or 'r', got {cfg!r}")
+    c = base_config()
+    c.model.cfg = cfg
+    c.data.resolution = resolution
+    c.train.batch_size = 32
+    c.train.r1_gamma = OFFICIAL_GAMMA.get(resolution, 2.0 * (resolution / 256) ** 2)
+    if cfg == "r":
+        c.train.blur_init_sigma = 10.0
+    return c
+
+
+# The official --cfg=stylegan2 settings (NVlabs/stylegan3 train.py) that differ from base_config's StyleGAN3 ones.
+STYLEGAN2_SETTINGS = {"model.cfg": "stylegan2", "model.mapping_layers": 8, "train.g_lr": 0.002,
+                      "train.style_mixing_prob": 0.9, "train.pl_weight": 2.0, "train.g_reg_interval": 4,
+                      "train.pl_batch_shrink": 2, "train.pl_decay": 0.01, "log.metrics_kimg": 0.0}
+
+
 def use_stylegan2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Switch a config to the StyleGAN2 baseline with the official ``--cfg=stylegan2`` training settings
     (NVlabs/stylegan3 train.py): 8 mapping layers, G lr 0.002, style mixing 0.9, path-length regularization
     weight 2 every 4 iterations on half the batch; no equivariance metrics (they need StyleGAN3's input
     transform). Data, resolution, channels, gamma and batch are left as they are. Returns ``c``."""
-    c.model.cfg = "stylegan2"
-    c.model.mapping_layers = 8
-    c.train.g_lr = 0.002
-    c.train.style_mixing_prob = 0.9
-    c.train.pl_weight = 2.0
-    c.train.g_reg_interval = 4
-    c.train.pl_batch_shrink = 2
-    c.train.pl_decay = 0.01
-    c.log.metrics_kimg = 0.0
+    c.update_from_flattened_dict(STYLEGAN2_SETTINGS)
     return c
 
 
