@@ -14,8 +14,7 @@ PNG. Nothing here reads or writes files.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,15 +23,24 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
+from stylegan_jax.apis.sampling import FunctionCache
 from stylegan_jax.ops.augment import AugmentSpec, augment, make_spec
 
 DEFAULT_PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
-@functools.lru_cache(maxsize=16)
-def _jitted(spec: AugmentSpec, percentile_mode: bool):
-    if percentile_mode:
-        return jax.jit(lambda x, key, pct: augment(x, 1.0, key, spec, debug_percentile=pct))
-    return jax.jit(lambda x, key, p: augment(x, p, key, spec))
+
+def _jitted(spec: AugmentSpec, percentile_mode: bool, cache: FunctionCache | None) -> Callable:
+    """The jitted augmentation of ``spec`` (``(x, key, p)``, or ``(x, key, percentile)`` in percentile mode), kept
+    in ``cache`` under the spec (a caller that augments again, e.g. the training loop at every grid, holds one so
+    that it compiles once; None: a new function, compiled on its first call)."""
+    def build() -> Callable:
+        if percentile_mode:
+            return jax.jit(lambda x, key, pct: augment(x, 1.0, key, spec, debug_percentile=pct))
+        return jax.jit(lambda x, key, p: augment(x, p, key, spec))
+
+    if cache is None:
+        return build()
+    return cache.get(spec, ("augment", percentile_mode), build)
 
 
 def _single(spec: AugmentSpec, name: str) -> AugmentSpec:
@@ -42,12 +50,13 @@ def _single(spec: AugmentSpec, name: str) -> AugmentSpec:
 
 
 def augment_images(images: np.ndarray, p: float, spec: str | AugmentSpec = "bgc", seed: int = 0,
-                   chunk: int = 8) -> np.ndarray:
+                   chunk: int = 8, cache: FunctionCache | None = None) -> np.ndarray:
     """NCHW float images in [-1, 1] through the augmentation pipeline at probability ``p`` (draws from ``seed``;
-    sample ``i`` keeps its draws whatever ``chunk`` is)."""
+    sample ``i`` keeps its draws whatever ``chunk`` is). ``cache``: where the compiled augmentation is kept between
+    calls (a :class:`~stylegan_jax.apis.sampling.FunctionCache` the caller holds); None compiles it for this call."""
     spec = make_spec(spec)
     images = np.asarray(images, np.float32)
-    fn = _jitted(spec, False)
+    fn = _jitted(spec, False, cache)
     key = jax.random.PRNGKey(seed)
     out = []
     for start in range(0, len(images), chunk):
@@ -82,9 +91,10 @@ def preview_rows(spec: str | AugmentSpec = "bgc") -> list[tuple[str, AugmentSpec
 
 
 def preview_images(image: np.ndarray, spec: str | AugmentSpec = "bgc",
-                   percentiles: Sequence[float] = DEFAULT_PERCENTILES, seed: int = 0) -> tuple[list[str], np.ndarray]:
+                   percentiles: Sequence[float] = DEFAULT_PERCENTILES, seed: int = 0,
+                   cache: FunctionCache | None = None) -> tuple[list[str], np.ndarray]:
     """``(row labels, images [rows, 1 + len(percentiles), C, H, W])``: the input image, then each row's spec at
-    each percentile (official percentile mode)."""
+    each percentile (official percentile mode). ``cache`` as in :func:`augment_images`."""
     image = np.asarray(image, np.float32)
     if image.ndim != 3:
         raise ValueError(f"preview_images expects one CHW image, got shape {image.shape}")
@@ -95,7 +105,7 @@ def preview_images(image: np.ndarray, spec: str | AugmentSpec = "bgc",
     labels, rows = [], []
     x = jnp.asarray(image[None])
     for label, single in preview_rows(spec):
-        fn = _jitted(single, True)
+        fn = _jitted(single, True, cache)
         cells = [image] + [np.asarray(fn(x, key, jnp.float32(pct)))[0] for pct in percentiles]
         labels.append(label)
         rows.append(np.stack(cells))
@@ -103,12 +113,14 @@ def preview_images(image: np.ndarray, spec: str | AugmentSpec = "bgc",
 
 
 def preview_grid(image: np.ndarray, spec: str | AugmentSpec = "bgc",
-                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, seed: int = 0, scale: int = 1) -> PIL.Image.Image:
+                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, seed: int = 0, scale: int = 1,
+                 cache: FunctionCache | None = None) -> PIL.Image.Image:
     """A labelled grid: one row per augmentation (and one for the whole spec), the input image in the first column
-    and one column per percentile. ``image`` is CHW float in [-1, 1] with 1 or 3 channels."""
+    and one column per percentile. ``image`` is CHW float in [-1, 1] with 1 or 3 channels. ``cache`` as in
+    :func:`augment_images`."""
     from stylegan_jax.apis.postprocessing import denormalize
 
-    labels, cells = preview_images(image, spec, percentiles, seed)
+    labels, cells = preview_images(image, spec, percentiles, seed, cache)
     rows, cols, _, h, w = cells.shape
     pix = denormalize(np.clip(cells.reshape((rows * cols,) + cells.shape[2:]), -1, 1))  # uint8 NHWC
     if pix.shape[-1] == 1:

@@ -53,6 +53,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from stylegan_jax.apis.sampling import FunctionCache
 from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint
 from stylegan_jax.checkpoint import save_checkpoint as _write_checkpoint
 from stylegan_jax.models import build_generator, generator_class, generator_config
@@ -233,6 +234,7 @@ class Run:
     tick_start: float = 0.0  # perf_counter at the start of the tick
     tick_start_step: int = 0  # step at the start of the tick
     reals: Any = None  # NCHW training images of images/reals.png (and reals_augmented.png), process 0
+    functions: FunctionCache = dataclasses.field(default_factory=FunctionCache)  # e.g. the reals' augmentation
 
     @property
     def batch_size(self) -> int:
@@ -556,7 +558,7 @@ def save_reals(run: Run) -> None:
         _grid_png(run.reals, images / "reals.png", c.log.grid_size)
     if tc.augmenting:
         p = float(host_value(run.state.ada_p))
-        _grid_png(augment_images(run.reals, p, tc.augment_spec, seed=c.train.seed + run.step),
+        _grid_png(augment_images(run.reals, p, tc.augment_spec, seed=c.train.seed + run.step, cache=run.functions),
                   images / "reals_augmented.png", c.log.grid_size)
 
 
