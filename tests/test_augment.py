@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from stylegan_jax.ops.augment import SPECS, augment, draw_params, make_spec
+from tests.tiny_config import write_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "ada_32.npz"
@@ -444,36 +445,11 @@ def test_micro_batches_with_ada_same_on_one_and_four_devices(tmp_path):
     assert max_diff(one, four) < 2e-6
 
 
-FOLDER_CONFIG = '''
-from stylegan_jax.config import base_config
-
-def get_config():
-    c = base_config()
-    c.model.z_dim = 16
-    c.model.w_dim = 16
-    c.model.mapping_layers = 2
-    c.model.num_layers = 4
-    c.model.channel_base = 256
-    c.model.channel_max = 16
-    c.model.d_channel_base = 256
-    c.model.d_channel_max = 16
-    c.model.mbstd_group_size = 2
-    c.data.source = "folder"
-    c.data.path = {path!r}
-    c.data.resolution = 16
-    c.data.prefetch = 2
-    c.train.batch_size = 16
-    c.train.total_kimg = 1.0
-    c.train.r1_gamma = 0.01
-    c.train.d_reg_interval = 4
-    c.train.ada_kimg = 10.0
-    c.log.tick_kimg = 0.128
-    c.log.image_kimg = 0.512
-    c.log.checkpoint_kimg = 0.512
-    c.log.grid_size = 2
-    c.log.progress_bar = False
-    return c
-'''
+# The tiny config (tests/tiny_config.py) on a folder of 16x16 images: batch 16, 1 kimg, ticks of 8 steps.
+FOLDER_CHANGES = {"model.channel_base": 256, "model.d_channel_base": 256, "data.source": "folder",
+                  "data.resolution": 16, "train.batch_size": 16, "train.total_kimg": 1.0, "train.r1_gamma": 0.01,
+                  "train.d_reg_interval": 4, "train.ada_kimg": 10.0, "log.tick_kimg": 0.128, "log.image_kimg": 0.512,
+                  "log.checkpoint_kimg": 0.512}
 
 
 def check_ada_ticks(ticks: list[dict], target: float = 0.6) -> None:
@@ -508,8 +484,7 @@ def test_ada_on_a_tiny_folder_dataset(tmp_path, cache_dir):
     data.mkdir()
     for i, img in enumerate(smooth_images(64, c=3, res=16, seed=3)):
         Image.fromarray(np.uint8(np.round((img.transpose(1, 2, 0) + 1) * 127.5))).save(data / f"{i:03d}.png")
-    config = tmp_path / "ada.py"
-    config.write_text(FOLDER_CONFIG.format(path=str(data)))
+    config = write_config_file(tmp_path / "ada.py", {**FOLDER_CHANGES, "data.path": str(data)})
     from test_training import env, train_cmd
 
     out = subprocess.run(train_cmd(config, tmp_path / "run"), env=env(cache_dir), capture_output=True, text=True,

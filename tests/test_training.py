@@ -11,43 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny_config import write_config_file
+
 REPO = Path(__file__).parent.parent
 
-TINY_CONFIG = '''
-from stylegan_jax.config import base_config
-
-def get_config():
-    c = base_config()
-    c.model.z_dim = 16
-    c.model.w_dim = 16
-    c.model.mapping_layers = 2
-    c.model.num_layers = 4  # the design's 14 layers triple the compile time of these runs
-    c.model.channel_base = 512
-    c.model.channel_max = 16
-    c.model.d_channel_base = 512
-    c.model.d_channel_max = 16
-    c.model.mbstd_group_size = 2
-    c.data.source = "synthetic"
-    c.data.resolution = 32
-    c.data.synthetic_size = 64
-    c.data.prefetch = 2
-    c.train.batch_size = 4
-    c.train.total_kimg = {total_kimg}
-    c.train.r1_gamma = 0.05
-    c.train.d_reg_interval = 2
-    c.log.tick_kimg = 0.008
-    c.log.image_kimg = 0.008
-    c.log.checkpoint_kimg = 0.008
-    c.log.grid_size = 2
-    c.log.progress_bar = False
-    return c
-'''
-
-
 def write_config(tmp_path: Path, total_kimg: float) -> Path:
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY_CONFIG.format(total_kimg=total_kimg))
-    return path
+    """The tiny config (tests/tiny_config.py) training ``total_kimg``, as a config file in ``tmp_path``."""
+    return write_config_file(tmp_path / "tiny.py", {"train.total_kimg": total_kimg})
 
 
 def env(cache_dir: Path) -> dict:
