@@ -17,16 +17,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 
+import _common
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--res", type=int, default=256, help="image resolution of the op timing")
     ap.add_argument("--batch", type=int, default=32, help="batch of the op timing")
     ap.add_argument("--spec", default="bgc", help="augmentation spec")
@@ -37,7 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-step", action="store_true", help="do not measure a training step")
     ap.add_argument("--step-ms", type=float, default=None, help="a step time (ms) measured elsewhere for the "
                                                                 "share of the op timing")
-    ap.add_argument("--json", default=None, help="write the results here")
     return ap.parse_args(argv)
 
 
@@ -124,10 +122,8 @@ def bench_step(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import jax
 
-    results = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
-               "cpu_count": os.cpu_count(), "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    results = _common.machine()
     op = bench_op(args)
     results["op"] = op
     print(f"augment {op['spec']} p={op['p']} on {op['batch']}x3x{op['res']}x{op['res']} "
@@ -145,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'augment off':<28} {st['off']['step_ms']:10.1f} ms")
         print(f"  {'augment ' + st['spec'] + f' p={st[chr(112)]}':<28} {st['augmented']['step_ms']:10.1f} ms")
         print(f"  {'share of the step':<28} {100 * st['augment_share']:9.1f} %")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    _common.write_json(args.json, results)
     return 0
 
 

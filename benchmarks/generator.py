@@ -6,12 +6,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import time
 
+import _common
 import jax
 import jax.numpy as jnp
 
@@ -19,20 +17,14 @@ from stylegan_jax.models import build_generator
 from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     maybe_reexec_with_hugepages()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cfg", choices=["t", "r"], default="t")
-    ap.add_argument("--res", type=int, default=256)
-    ap.add_argument("--cbase", type=int, default=32768)
-    ap.add_argument("--cmax", type=int, default=512)
-    ap.add_argument("--map-layers", type=int, default=8)
-    ap.add_argument("--z-dim", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--impl", choices=["fast", "ref"], default="fast")
-    ap.add_argument("--json", default=None, help="write the results here")
-    args = ap.parse_args()
+    ap = _common.parser(__doc__)
+    _common.add_generator_args(ap)
+    ap.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    ap.add_argument("--runs", type=int, default=5, help="timed calls (after one warm-up)")
+    ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
+    args = ap.parse_args(argv)
 
     G = build_generator(cfg=args.cfg, img_resolution=args.res, channel_base=args.cbase, channel_max=args.cmax,
                         mapping_layers=args.map_layers, z_dim=args.z_dim, w_dim=args.z_dim, impl=args.impl)
@@ -59,9 +51,7 @@ def main() -> None:
         "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
         "batch": args.batch, "impl": args.impl, "median_s": median, "min_s": min(times),
         "img_per_s": args.batch / median, "flops": flops, "gflop_per_s": flops / median / 1e9,
-        "compile_s": compile_s, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-        "num_devices": jax.device_count(), "host": platform.node(), "cpu_count": __import__("os").cpu_count(),
-        "jax": jax.__version__, "glibc_tunables": __import__("os").environ.get("GLIBC_TUNABLES", ""),
+        "compile_s": compile_s, **_common.machine(),
     }
     rows = [("config", f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} "
                        f"map={args.map_layers} batch={args.batch} impl={args.impl}"),
@@ -70,12 +60,8 @@ def main() -> None:
             ("median forward", f"{median:.3f} s  (min {min(times):.3f}, {args.runs} runs)"),
             ("images/s", f"{result['img_per_s']:.3f}"),
             ("XLA flops", f"{flops / 1e9:.1f} GFLOP  ({result['gflop_per_s']:.1f} GFLOP/s)")]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    _common.print_rows(rows)
+    _common.write_json(args.json, result)
 
 
 if __name__ == "__main__":

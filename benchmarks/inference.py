@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
 
 
@@ -176,21 +176,12 @@ def _table(report: dict[str, Any]) -> str:
         s = ort_r["serving"][b]
         rows.append(("ort+postprocess", b, f"{s['median_s'] * 1e3:.1f}", f"{s['p90_s'] * 1e3:.1f}",
                      f"{s['min_s'] * 1e3:.1f}", f"{s['img_per_s']:.2f}", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return _common.format_table(rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cfg", choices=["t", "r"], default="t")
-    ap.add_argument("--res", type=int, default=256)
-    ap.add_argument("--cbase", type=int, default=32768)
-    ap.add_argument("--cmax", type=int, default=512)
-    ap.add_argument("--map-layers", type=int, default=8)
-    ap.add_argument("--z-dim", type=int, default=512)
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__doc__, json_help="write the full report here")
+    _common.add_generator_args(ap)
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     ap.add_argument("--runs", type=int, default=10, help="timed calls per batch size")
     ap.add_argument("--warmup", type=int, default=2)
@@ -201,10 +192,9 @@ def main() -> None:
     ap.add_argument("--arena", action="store_true", help="enable onnxruntime's CPU memory arena (default off)")
     ap.add_argument("--providers", default=None, help="comma-separated onnxruntime providers")
     ap.add_argument("--model", default=None, help="exported model of this config to reuse (default: export one)")
-    ap.add_argument("--json", default=None, help="write the full report here")
     ap.add_argument("--worker", choices=sorted(WORKERS), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--outputs", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.batch_list = [int(b) for b in args.batches.split(",") if b.strip()]
     args.providers = [p for p in args.providers.split(",") if p] if isinstance(args.providers, str) else None
 
@@ -223,7 +213,7 @@ def main() -> None:
         pass
     env.setdefault("STYLEGAN_JAX_NO_REEXEC", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [a for a in sys.argv[1:]]
+        argv = list(sys.argv[1:] if argv is None else argv)
         report: dict[str, Any] = {}
         if args.model is None:
             args.model = str(Path(tmp) / "g.onnx")
@@ -238,8 +228,7 @@ def main() -> None:
                         "runs": args.runs, "psi": args.psi, "opset": args.opset, "impl": args.impl,
                         "threads": args.threads, "ort_arena": args.arena}
     report["max_abs_diff_jax_vs_onnx"] = diff
-    report["host"] = {"node": platform.node(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                      "glibc_tunables": env.get("GLIBC_TUNABLES", "")}
+    report["host"] = {**_common.machine(with_jax=False), "glibc_tunables": env.get("GLIBC_TUNABLES", "")}
 
     print(f"StyleGAN3-{args.cfg.upper()} {args.res}px cbase={args.cbase} cmax={args.cmax} map={args.map_layers} "
           f"z={args.z_dim} psi={args.psi}; jax: {report['jax']['device']}; onnxruntime "
@@ -251,9 +240,7 @@ def main() -> None:
     print(f"RSS after load: jax {report['jax']['loaded_rss_mib']:.0f} MiB, onnxruntime "
           f"{report['onnxruntime']['loaded_rss_mib']:.0f} MiB; max |jax - onnx| = {diff:.2e} "
           f"(batch {args.batch_list[0]})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    _common.write_json(args.json, report)
 
 
 if __name__ == "__main__":

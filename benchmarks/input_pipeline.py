@@ -15,12 +15,9 @@ under similar load.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import _common
 import numpy as np
 from PIL import Image
 
@@ -92,14 +90,13 @@ def measure(make_dataset: Any, path: Path, res: int, batch: int, batches: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--res", type=int, default=256)
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=24)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--format", choices=["png", "jpeg"], default="png")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser = _common.parser(__doc__)
+    parser.add_argument("--res", type=int, default=256, help="image resolution")
+    parser.add_argument("--images", type=int, default=512, help="images in the dataset zip")
+    parser.add_argument("--batch", type=int, default=32, help="batch size")
+    parser.add_argument("--batches", type=int, default=24, help="timed batches per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per pipeline, alternating")
+    parser.add_argument("--format", choices=["png", "jpeg"], default="png", help="image format in the zip")
     parser.add_argument("--zip", type=Path, default=None, help="dataset zip (default: a cached one in /tmp)")
     args = parser.parse_args(argv)
 
@@ -129,16 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in summary.items():
         print(f"{name:24s} {s['median_images_per_s']:12.1f} {s['min']:8.1f} {s['max']:8.1f} "
               f"{s['median_images_per_s'] / legacy_ips:9.2f}x {s['load_median']:6.1f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "input_pipeline", "res": args.res, "images": args.images, "format": args.format,
-            "batch": args.batch, "batches": args.batches, "repeats": args.repeats, "legacy_rev": LEGACY_REV,
-            "summary": summary, "runs": runs,
-            "env": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-                    "loadavg_end": os.getloadavg()},
-        }, indent=2))
-        print(f"wrote {args.json}")
+    _common.write_json(args.json, {
+        "benchmark": "input_pipeline", "res": args.res, "images": args.images, "format": args.format,
+        "batch": args.batch, "batches": args.batches, "repeats": args.repeats, "legacy_rev": LEGACY_REV,
+        "summary": summary, "runs": runs, "env": _common.machine(with_jax=False)})
     return 0
 
 

@@ -22,13 +22,13 @@ Add ``--bf16`` for bf16 in the highest-resolution layers of G (both kinds) and D
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
+
+import _common
 
 # Official s/kimg of StyleGAN3 at batch 32 on one GPU (docs/configs.md): (cfg, res) -> {gpu: s/kimg}.
 OFFICIAL_1GPU = {("t", 256): {"A100": 49.81, "V100": 89.15}, ("r", 256): {"A100": 56.73, "V100": 87.37},
@@ -36,14 +36,8 @@ OFFICIAL_1GPU = {("t", 256): {"A100": 49.81, "V100": 89.15}, ("r", 256): {"A100"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cfg", choices=["t", "r", "stylegan2"], default="t",
-                    help="StyleGAN3-T or -R, or the StyleGAN2 baseline (official --cfg=stylegan2 training options)")
-    ap.add_argument("--res", type=int, default=64, help="image resolution")
-    ap.add_argument("--cbase", type=int, default=32768, help="channel_base of G and D (R doubles it for G)")
-    ap.add_argument("--cmax", type=int, default=512, help="channel_max of G and D (R doubles it for G)")
-    ap.add_argument("--map-layers", type=int, default=8, help="mapping depth (official StyleGAN3: 2)")
-    ap.add_argument("--z-dim", type=int, default=512, help="z and w dimensionality")
+    ap = _common.parser(__doc__)
+    _common.add_generator_args(ap, cfgs=("t", "r", "stylegan2"), res=64)
     ap.add_argument("--channels", type=int, default=3, help="image channels")
     ap.add_argument("--batch", type=int, default=32, help="global batch")
     ap.add_argument("--devices", type=int, default=0, help="devices in the data mesh (0 = all); on the CPU, "
@@ -55,7 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
     ap.add_argument("--bf16", action="store_true", help="bf16 in the highest-resolution layers of G and D")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per variant (after one warm-up)")
-    ap.add_argument("--json", default=None, help="write the results here")
     return ap.parse_args(argv)
 
 
@@ -157,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {k: {"compile_s": v[0], "median_s": v[2]} for k, v in timings.items()},
         "s_per_iter": s_iter, "s_main": s_main,
         "s_reg": s_reg, "img_per_s": img_s, "s_per_kimg": 1000 / img_s, "compile_main_s": compile_main,
-        "compile_reg_s": compile_reg, "init_s": init_s, "runs": args.runs, "backend": backend, "device": kind,
-        "host": platform.node(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+        "compile_reg_s": compile_reg, "init_s": init_s, "runs": args.runs, **_common.machine(),
     }
     ref = OFFICIAL_1GPU.get((args.cfg, args.res))
     arch = "StyleGAN2" if sg2 else f"StyleGAN3-{args.cfg.upper()}"
@@ -174,12 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if ref:
         rows.append(("official s/kimg", ", ".join(f"{g} {v}" for g, v in ref.items()) +
                      " (1 GPU, batch 32, official channels)"))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    _common.print_rows(rows)
+    _common.write_json(args.json, result)
     return 0
 
 
