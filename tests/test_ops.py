@@ -80,7 +80,7 @@ def test_upfirdn2d_rejects_bad_input():
 ])
 @pytest.mark.parametrize("flip", [False, True])
 def test_fast_upfirdn2d_gradient_matches_reference(case, flip):
-    # The fast path (block matrix products, differentiated by autodiff) must equal autodiff of the reference.
+    # The fast path (polyphase slices, custom VJP with the transposed passes) must equal autodiff of the reference.
     import jax
 
     rng = np.random.RandomState(0)
@@ -163,8 +163,10 @@ def test_fast_filtered_lrelu_gradient_matches_reference(case, flip):
         assert float(jnp.abs(g_ref - g_fast).max()) <= 1e-5 * scale + 1e-5
 
 
-def test_filtered_lrelu_fast_is_compact():
-    # The fast path's forward and backward are a few primitives per resampling pass, whatever the taps.
+def test_filtered_lrelu_fast_gradient_is_transposed_passes():
+    # Forward and backward are polyphase passes: ~3 primitives (slice, scale, add) per filter tap that lands on a
+    # sample, plus a few per pass. Autodiff through the slices instead (a pad + add per slice, the bias_act
+    # gradient) or a pass that multiplies inserted zeros would exceed the bound.
     import jax
 
     def count_primitives(jaxpr):
@@ -178,7 +180,9 @@ def test_filtered_lrelu_fast_is_compact():
     b = jnp.zeros(4)
     grad = jax.grad(lambda x, b: jnp.sum(filtered_lrelu(x, fu, fd, b, up=4, down=2, padding=[-6, -9, -6, -9])),
                     argnums=(0, 1))
-    assert count_primitives(jax.make_jaxpr(grad)(x, b)) < 150
+    taps = 2 * (24 + 12)  # W and H, up and down: each tap lands on a sample once per pass
+    passes = 4
+    assert count_primitives(jax.make_jaxpr(grad)(x, b)) <= 2 * (3 * taps + 8 * passes) + 20
 
 
 def test_conv2d_full_padding_matches_lax():
