@@ -21,7 +21,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``stylegan-jax shapes-classifier``."""
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the weights (.npz)")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    parser.add_argument("--steps", type=int, default=6000, help="training steps (default 6000)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed (default 2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="initialization and augmentation seed (default 0)")
