@@ -197,3 +197,37 @@ def test_conv2d_full_padding_matches_lax():
     ref = lax.conv_general_dilated(x, w, (1, 1), [(2, 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                    precision=lax.Precision.HIGHEST)
     np.testing.assert_allclose(np.asarray(conv2d(x, w, padding=2)), np.asarray(ref), atol=1e-5)
+
+
+@pytest.mark.parametrize("k,padding,stride,size", [(3, 2, 1, 9), (3, 1, 1, 9), (1, 0, 1, 9), (3, 0, 1, 9),
+                                                   (3, 0, 2, 11), (3, 0, 2, 12), (3, 1, 2, 10), (1, 0, 2, 9)])
+def test_conv2d_custom_gradient_matches_lax(k, padding, stride, size):
+    # conv2d's custom VJP (im2col kernel gradient, input gradient as a stride-1 convolution) must equal XLA's
+    # autodiff of the plain convolution, to first order and for R1's gradient of a gradient.
+    import jax
+    from jax import lax
+
+    from stylegan_jax.ops.modulated_conv import conv2d
+
+    rng = np.random.RandomState(4)
+    x = jnp.asarray(rng.randn(2, size, size, 3).astype(np.float32))
+    w = jnp.asarray(rng.randn(k, k, 3, 5).astype(np.float32))
+
+    def plain(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), [(padding, padding)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
+
+    def ours(x, w):
+        return conv2d(x, w, padding=padding, stride=stride)
+
+    y = plain(x, w)
+    ct = jnp.asarray(rng.randn(*y.shape).astype(np.float32))
+    assert float(jnp.abs(ours(x, w) - y).max()) <= 1e-5 * float(jnp.abs(y).max())
+    for a, b in zip(jax.vjp(plain, x, w)[1](ct), jax.vjp(ours, x, w)[1](ct), strict=True):
+        assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max())
+
+    def r1(f):
+        return jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.vdot(jnp.tanh(f(x, w)), ct))(x) ** 2))(w)
+
+    h_plain, h_ours = r1(plain), r1(ours)
+    assert float(jnp.abs(h_plain - h_ours).max()) <= 1e-5 * float(jnp.abs(h_plain).max())
