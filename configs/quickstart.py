@@ -1,11 +1,10 @@
 """Quickstart: a small StyleGAN3-T on the built-in synthetic shapes at 32x32, trains on a laptop CPU in minutes.
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
-Measured (BENCHMARKS.md, "Training quality"; one loaded CPU core): soft blobs up to about 8 kimg, round discs with
-drop shadows from about 14 kimg, clean coloured circles on the right gradient backgrounds at 24 kimg; squares and
-triangles do not appear yet (the samples drift towards discs). Shape precision 0.68-0.78 from 17 to 24 kimg (real
-images ~0.99; at this stage it over-counts, calling some discs squares): the 0.8 aim is not reached. Timed on 2 idle
-cores (2026-12-06, fresh clone): about 27 minutes with the install, 50-60 s/kimg; precision 0.66 at 24 kimg.
+Measured (2026-12-06, 2 idle cores, after the issue-17 ops; about 14 minutes, ~31 s/kimg): soft blobs for most of
+the run, coloured discs on the right gradient backgrounds from about 20 kimg; squares and triangles do not appear
+yet (the samples drift towards discs). Shape precision (second classifier, real images ~0.99): below 0.05 up to
+19 kimg, 0.34 at 24 kimg, all circles: the 0.8 aim is not reached (BENCHMARKS.md, "Training quality").
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
