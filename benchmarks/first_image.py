@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import _common
+from performance import GEN
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGN = {"cfg": "t", "img_resolution": 256, "z_dim": 512, "w_dim": 512, "mapping_layers": 8,
-          "channel_base": 32768, "channel_max": 512}
+# The design config of the generator benchmark in performance.py, as build_generator arguments.
+DESIGN = {"cfg": GEN["cfg"], "img_resolution": GEN["res"], "z_dim": GEN["z_dim"], "w_dim": GEN["z_dim"],
+          "mapping_layers": GEN["map_layers"], "channel_base": GEN["cbase"], "channel_max": GEN["cmax"]}
 
 
 def write_checkpoint(directory: Path) -> None:
