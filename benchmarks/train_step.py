@@ -10,6 +10,9 @@ CPU (small models; ``--devices N`` simulates N CPU devices for the data-parallel
   python benchmarks/train_step.py --cfg t --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --json out.json
   python benchmarks/train_step.py --cfg t --res 64 --cbase 2048 --cmax 64 --z-dim 64 --batch 8 --devices 2
   python benchmarks/train_step.py --cfg stylegan2 --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8
+The quickstart's networks (configs/quickstart.py; its margin is --margin):
+  python benchmarks/train_step.py --cfg t --res 32 --cbase 1024 --cmax 32 --map-layers 2 --z-dim 64 --num-layers 6 \\
+      --batch 8 --gamma 0.05 --reg-interval 4 --margin 4
 
 GPU, the official StyleGAN3-T 256x256 setting (official channels, mapping depth 2, batch 32, gamma 2):
   python benchmarks/train_step.py --cfg t --res 256 --cbase 32768 --cmax 512 --map-layers 2 --batch 32 \\
@@ -39,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = _common.parser(__doc__)
     _common.add_generator_args(ap, cfgs=("t", "r", "stylegan2"), res=64)
     ap.add_argument("--channels", type=int, default=3, help="image channels")
+    ap.add_argument("--num-layers", type=int, default=14, help="StyleGAN3 synthesis layers (configs/quickstart.py: 6)")
+    ap.add_argument("--margin", type=int, default=10, help="StyleGAN3 margin in pixels per side (model.margin_size)")
     ap.add_argument("--batch", type=int, default=32, help="global batch")
     ap.add_argument("--devices", type=int, default=0, help="devices in the data mesh (0 = all); on the CPU, "
                                                            "N > 1 simulates N host devices")
@@ -75,8 +80,8 @@ def build(args: argparse.Namespace) -> dict | None:
                      **(sg2_options if sg2 else {}))
     G = build_generator(cfg=args.cfg, z_dim=args.z_dim, w_dim=args.z_dim, img_resolution=args.res,
                         img_channels=args.channels, channel_base=args.cbase, channel_max=args.cmax,
-                        mapping_layers=args.map_layers, impl=args.impl,
-                        magnitude_ema_beta=tc.resolved_magnitude_ema_beta)
+                        mapping_layers=args.map_layers, impl=args.impl, num_layers=args.num_layers,
+                        margin_size=args.margin, magnitude_ema_beta=tc.resolved_magnitude_ema_beta)
     D = Discriminator(c_dim=0, img_resolution=args.res, img_channels=args.channels, channel_base=args.cbase,
                       channel_max=args.cmax, mbstd_group_size=args.mbstd_group)
 
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     kind = str(devices[0].device_kind)
     result = {
         "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
-        "z_dim": args.z_dim, "batch": args.batch, "devices": len(devices), "impl": args.impl, "bf16": args.bf16,
+        "z_dim": args.z_dim, "num_layers": args.num_layers, "margin": args.margin, "batch": args.batch,
+        "devices": len(devices), "impl": args.impl, "bf16": args.bf16,
         "gamma": args.gamma, "reg_interval": args.reg_interval,
         "g_reg_interval": tc.g_reg_interval, "period": period,
         "variants": {k: {"compile_s": v[0], "median_s": v[2]} for k, v in timings.items()},
@@ -156,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     arch = "StyleGAN2" if sg2 else f"StyleGAN3-{args.cfg.upper()}"
     rows = [("config", f"{arch} {args.res}px cbase={args.cbase} cmax={args.cmax} "
                        f"map={args.map_layers} z={args.z_dim} batch={args.batch} impl={args.impl}"
+                       f"{'' if sg2 else f' layers={args.num_layers} margin={args.margin}'}"
                        f"{' bf16' if args.bf16 else ''}"),
             ("devices", f"{len(devices)} x {backend} / {kind}"),
             ("compile", ", ".join(f"{k} {v[0]:.1f} s" for k, v in timings.items()) + f" (init {init_s:.1f} s)"),

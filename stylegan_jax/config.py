@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.conv_clamp = 256.0             # Clamp conv outputs; None = off.
     c.model.magnitude_ema_beta = -1.0      # -1 = official 0.5 ** (batch / 20000).
     c.model.num_layers = 14                # StyleGAN3 synthesis layers (the design's 14; fewer only for quick tests).
+    c.model.margin_size = 10               # StyleGAN3 pixels kept outside the image on each side (official 10).
+    c.model.input_transform_init = 0.0     # StyleGAN3 input transform affine's initial weight std (official 0).
     c.model.d_channel_base = 32768         # Discriminator channel multiplier.
     c.model.d_channel_max = 512            # Discriminator max channels.
     c.model.mbstd_group_size = 4           # Minibatch-stddev group size.

@@ -1,5 +1,7 @@
 """StyleGAN3 generator: parity with the official outputs, conversion errors, buffers, jit cache."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,12 +59,46 @@ def test_design_defaults():
 
 
 def test_output_shape_and_range_at_init():
-    G = build_generator(img_resolution=32, channel_base=512, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)
+    # 4 synthesis layers: the shapes, collections and range do not need the design's 14 (a third of the compile).
+    G = build_generator(img_resolution=32, channel_base=512, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2,
+                        num_layers=4)
     v = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16)))
     assert set(v) == {"params", "ema", "buffers"}
     img = jax.jit(G.apply)(v, jax.random.normal(jax.random.PRNGKey(1), (2, 16)))
     assert img.shape == (2, 3, 32, 32) and img.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(img)))
+
+
+def test_input_transform_init_and_margin_reach_the_network():
+    """model.margin_size and model.input_transform_init go from the config to StyleGAN3's synthesis network (and
+    its saved description); 0 keeps the official start, where every w gets the untransformed features."""
+    from stylegan_jax.config import load_config
+    from stylegan_jax.train.loop import _resolved, build_networks
+
+    c = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
+    c.model.margin_size, c.model.input_transform_init = 4, 0.15
+    G, _ = build_networks(_resolved(c), 0)
+    assert G.schedule().layers[0].in_size == G.schedule().layers[0].in_sampling_rate + 2 * 4
+    kwargs = G.to_config()["kwargs"]["synthesis_kwargs"]
+    assert kwargs["margin_size"] == 4 and kwargs["input_transform_init"] == 0.15
+
+    def transform_spread(transform_init: float) -> np.ndarray:
+        g = build_generator(img_resolution=16, channel_base=256, channel_max=8, z_dim=16, w_dim=16, mapping_layers=2,
+                            num_layers=3, input_transform_init=transform_init)
+        v = g.init(jax.random.PRNGKey(0), jnp.zeros((1, 16)))
+        ws = g.apply(v, jax.random.normal(jax.random.PRNGKey(1), (64, 16)), method=g.map)
+        affine = v["params"]["synthesis"]["input"]["affine"]
+        t = np.asarray(ws[:, 0] @ affine["weight"] / 4 + affine["bias"])  # the equalized-lr gain 1 / sqrt(16)
+        return t.std(axis=0)
+
+    assert np.all(transform_spread(0.0) == 0)  # the official start
+    spread = transform_spread(0.15)
+    assert np.all(spread[2:] > 0.05) and np.all(spread[2:] < 0.3)  # translations of a few pixels per w
+
+    # The StyleGAN2 generator has neither: one config describes both.
+    c.model.cfg = "stylegan2"
+    G2, _ = build_networks(_resolved(c), 0)
+    assert "margin_size" not in str(G2.to_config())
 
 
 @pytest.mark.slow  # ~20 s
@@ -150,11 +186,11 @@ def test_nan_weights_are_rejected(sg3t64):
 
 def test_wrong_input_shapes_raise():
     G = Generator(z_dim=8, w_dim=8, img_resolution=16, mapping_layers=1,
-                  synthesis_kwargs=dict(channel_base=256, channel_max=8))
+                  synthesis_kwargs=dict(channel_base=256, channel_max=8, num_layers=4))
     v = jax.jit(G.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8)))
     with pytest.raises(ValueError, match=r"z must have shape \[N, 8\]"):
         G.apply(v, jnp.zeros((1, 7)))
-    with pytest.raises(ValueError, match=r"SynthesisNetwork ws: expected shape \[N, 16, 8\], got \[1, 3, 8\]"):
+    with pytest.raises(ValueError, match=r"SynthesisNetwork ws: expected shape \[N, 6, 8\], got \[1, 3, 8\]"):
         G.apply(v, jnp.zeros((1, 3, 8)), method=G.synthesize)
 
 

@@ -262,13 +262,15 @@ def test_state_is_a_pytree(setup):
 # ---- micro-batches (train.batch_per_device, the official --batch-gpu) ----------------------------------------
 
 
+# Slow step (~40 s: two compiles of the step with Dreg): the default suite has no time left for it; CI's slow step
+# runs it together with the micro-batch tests with ADA (test_augment.py).
+@pytest.mark.slow
 def test_micro_batches_give_the_update_of_one_batch(setup):
     """4 micro-batches of 2 (gradient accumulation in the step) = one batch of 8, for an iteration with Dreg:
     the minibatch-stddev groups (size 2) are the same samples (strided micro-batches), every loss is a per-sample
     mean, and G's EMAs take the whole batch's statistics. With magnitude_ema_beta=1 the images do not depend on
     the batch statistics either, so the math says the updates are equal; they are, to float tolerance."""
     from stylegan_jax.models import build_generator
-    from stylegan_jax.train.step import micro_rounds
 
     _, D, tc, _, _ = setup
     G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=2, img_resolution=8, img_channels=1, channel_base=32,
@@ -286,6 +288,11 @@ def test_micro_batches_give_the_update_of_one_batch(setup):
     assert max_abs_diff(out[0]["state"].D, host(state0.D)) > 1e-4  # the step moved the weights
     assert max_abs_diff(out[0]["state"].G["ema"], host(state0.G["ema"])) > 1e-6  # and w_avg
     assert max_abs_diff(out[0], out[2]) < 2e-6
+
+
+def test_micro_rounds_checks_the_split():
+    from stylegan_jax.train.step import micro_rounds
+
     with pytest.raises(ValueError, match="batch_per_device=3 must divide the 8 samples"):
         micro_rounds(8, 1, 3)
     with pytest.raises(ValueError, match="not a multiple of model.mbstd_group_size=4"):

@@ -402,10 +402,10 @@ class StyleGAN2Generator(GeneratorInterface):
               img_resolution: int = 256, img_channels: int = 3, channel_base: int = 32768, channel_max: int = 512,
               mapping_layers: int = 8, impl: str = "fast", **overrides: Any) -> StyleGAN2Generator:
         """``overrides`` are ``StyleGAN2Generator`` fields (``conv_clamp``, ``architecture``, ``use_noise``,
-        ``fp16_dtype``, ...); the StyleGAN3-only ``magnitude_ema_beta`` and ``num_layers`` are ignored so one config
+        ``fp16_dtype``, ...); the StyleGAN3-only fields (``STYLEGAN3_ONLY_FIELDS``) are ignored so one config
         describes both."""
         del cfg, impl
-        overrides = {k: v for k, v in overrides.items() if k not in ("magnitude_ema_beta", "num_layers")}
+        overrides = {k: v for k, v in overrides.items() if k not in STYLEGAN3_ONLY_FIELDS}
         unknown = sorted(set(overrides) - set(STYLEGAN2_FIELDS) - {"fp16_dtype"})
         if unknown:
             raise ValueError(f"build_generator: {unknown} are not StyleGAN2 generator fields")
@@ -437,6 +437,9 @@ def filter_field(f: Any) -> FilterSpec:
 _SYNTHESIS_FIELDS = {"channel_base", "channel_max", "num_fp16_res", "architecture", "resample_filter",
                      "conv_clamp", "kernel_size", "use_noise", "activation"}
 _IGNORED_SYNTHESIS = {"use_fp16", "fp16_channels_last", "fused_modconv_default"}
+# Synthesis fields of StyleGAN3 that a shared config may set and the StyleGAN2 generator has no use for.
+STYLEGAN3_ONLY_FIELDS = ("magnitude_ema_beta", "num_layers", "margin_size", "input_transform_init")
+
 _MAPPING_FIELDS = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier",
                    "w_avg_beta": "w_avg_beta", "embed_features": "embed_features",
                    "layer_features": "layer_features"}

@@ -183,6 +183,7 @@ class SynthesisInput(nn.Module):
     size: int              # Output spatial size (width = height), margins included.
     sampling_rate: float   # Output sampling rate.
     bandwidth: float       # Output bandwidth (radius of the frequency disc).
+    transform_init: float = 0.0  # Initial std of the transform affine's weights (official 0: all start untransformed).
 
     @nn.compact
     def __call__(self, w: jnp.ndarray, transform: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -197,7 +198,7 @@ class SynthesisInput(nn.Module):
         user = jnp.broadcast_to(user, (n, 3, 3))
 
         # Learned similarity transform from w: t = (cos, sin, tx, ty), rotation part normalised.
-        t = FullyConnectedLayer(4, weight_init=0.0, bias_init=(1.0, 0.0, 0.0, 0.0), name="affine")(w)
+        t = FullyConnectedLayer(4, weight_init=self.transform_init, bias_init=(1.0, 0.0, 0.0, 0.0), name="affine")(w)
         t = t / jnp.linalg.norm(t[:, :2], axis=1, keepdims=True)
         zeros, ones = jnp.zeros((n,)), jnp.ones((n,))
         # Inverse rotation and inverse translation with respect to the resulting image.
@@ -292,6 +293,8 @@ class SynthesisNetwork(nn.Module):
     use_radial_filters: bool = False     # Radially symmetric downsampling filters (StyleGAN3-R).
     conv_clamp: float | None = 256       # Clamp conv outputs to [-X, +X]; None = no clamping.
     magnitude_ema_beta: float = 0.999    # Decay of the input magnitude running means.
+    input_transform_init: float = 0.0    # Initial std of the input's transform affine weights (official 0); > 0
+                                         # starts each w at its own translation and rotation of the features.
     impl: str = "fast"                   # filtered_lrelu implementation: 'fast' or 'ref'.
     fp16_dtype: Any = None               # Dtype of the use_fp16 layers (official: fp16 on the num_fp16_res highest
                                          # resolutions with conv_clamp 256); e.g. 'bfloat16'. None = float32.
@@ -314,7 +317,7 @@ class SynthesisNetwork(nn.Module):
         sched = self.schedule()
         ws = ws.astype(jnp.float32)
         x = SynthesisInput(self.w_dim, sched.input_channels, sched.input_size, sched.input_sampling_rate,
-                           sched.input_bandwidth, name="input")(ws[:, 0], transform)
+                           sched.input_bandwidth, self.input_transform_init, name="input")(ws[:, 0], transform)
         acts = {"input": x}
         for i, spec in enumerate(sched.layers):
             dtype = jnp.dtype(self.fp16_dtype) if (self.fp16_dtype is not None and spec.use_fp16) else None

@@ -99,7 +99,8 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     G = build_generator(cfg=m.cfg, z_dim=m.z_dim, w_dim=m.w_dim, c_dim=c_dim, img_resolution=config.data.resolution,
                         img_channels=config.data.channels, channel_base=m.channel_base, channel_max=m.channel_max,
                         mapping_layers=m.mapping_layers, conv_clamp=m.conv_clamp,
-                        magnitude_ema_beta=m.magnitude_ema_beta, num_layers=m.num_layers)
+                        magnitude_ema_beta=m.magnitude_ema_beta, num_layers=m.num_layers,
+                        margin_size=m.margin_size, input_transform_init=m.input_transform_init)
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels)
