@@ -2,8 +2,8 @@
 StyleGAN2 generator with the official --cfg=stylegan2 training options (style mixing, lazy path-length
 regularization, G lr 0.002, 8 mapping layers), to compare the two in minutes on a CPU.
 
-Batch (16), D learning rate (the official 0.002) and tick length are pinned here to the values this quickstart
-was measured with (the StyleGAN3 quickstart moved to batch 8 and 2x learning rates for its short run). Measured
+Batch (16), D learning rate (the official 0.002), R1 gamma (0.05) and tick length are pinned here to the values
+this quickstart was measured with (the StyleGAN3 quickstart moved to batch 8, 2x learning rates and gamma 0.5). Measured
 on 2 idle CPU cores (2026-12-06, ~14 s/kimg, 20 kimg in ~5 minutes, 40 kimg in ~11): coloured blobs on the right
 gradient backgrounds, at varied positions, and no clean shapes through 40 kimg: shape precision <= 0.03 at every
 evaluation (BENCHMARKS.md, "Training quality")."""
@@ -17,6 +17,7 @@ def get_config():
     c = use_stylegan2(load_config(Path(__file__).with_name("quickstart.py")))
     c.train.batch_size = 16
     c.train.d_lr = 0.002
+    c.train.r1_gamma = 0.05  # as measured (the StyleGAN3 quickstart moved to 0.5 in round 6, untried here)
     c.train.total_kimg = 20
     c.log.tick_kimg = 0.5
     c.log.image_kimg = 2.0
