@@ -37,7 +37,8 @@ def build_generator(cfg: str = "t", z_dim: int = 512, w_dim: int = 512, c_dim: i
     ``synthesis_overrides`` are synthesis-network fields: for StyleGAN3 any ``SynthesisNetwork`` field
     (``magnitude_ema_beta``, ``conv_clamp``, ...); for StyleGAN2 the ``StyleGAN2Generator`` fields
     (``conv_clamp``, ``architecture``, ``use_noise``, ...). StyleGAN3-only ones (``magnitude_ema_beta``,
-    ``num_layers``, ``margin_size``) are ignored for StyleGAN2 so that one config can describe both.
+    ``num_layers``, ``margin_size``, ``input_transform_init``: ``networks.stylegan2.STYLEGAN3_ONLY_FIELDS``) are
+    ignored for StyleGAN2 so that one config can describe both.
     """
     return generator_class(cfg).build(cfg, z_dim=z_dim, w_dim=w_dim, c_dim=c_dim, img_resolution=img_resolution,
                                       img_channels=img_channels, channel_base=channel_base, channel_max=channel_max,
