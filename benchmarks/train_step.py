@@ -12,7 +12,7 @@ CPU (small models; ``--devices N`` simulates N CPU devices for the data-parallel
   python benchmarks/train_step.py --cfg stylegan2 --res 32 --cbase 2048 --cmax 64 --z-dim 64 --batch 8
 The quickstart's networks (configs/quickstart.py; its margin is --margin):
   python benchmarks/train_step.py --cfg t --res 32 --cbase 1024 --cmax 32 --map-layers 2 --z-dim 64 --num-layers 6 \\
-      --batch 8 --gamma 0.05 --reg-interval 4 --margin 4
+      --batch 8 --gamma 0.5 --reg-interval 4 --margin 4
 
 GPU, the official StyleGAN3-T 256x256 setting (official channels, mapping depth 2, batch 32, gamma 2):
   python benchmarks/train_step.py --cfg t --res 256 --cbase 32768 --cmax 512 --map-layers 2 --batch 32 \\

@@ -9,6 +9,7 @@ import pytest
 
 from stylegan_jax.convert import ConversionError, convert_generator, load_official_pickle, strip_prefix
 from stylegan_jax.models import build_generator
+from stylegan_jax.networks.layers import FullyConnectedLayer
 from stylegan_jax.networks.stylegan3 import Generator, generator_from_official_kwargs
 from stylegan_jax.parity import Fixture, check_generator
 from tests.parity_bounds import assert_reached
@@ -87,9 +88,10 @@ def test_input_transform_init_and_margin_reach_the_network():
                             num_layers=3, input_transform_init=transform_init)
         v = g.init(jax.random.PRNGKey(0), jnp.zeros((1, 16)))
         ws = g.apply(v, jax.random.normal(jax.random.PRNGKey(1), (64, 16)), method=g.map)
-        affine = v["params"]["synthesis"]["input"]["affine"]
-        t = np.asarray(ws[:, 0] @ affine["weight"] / 4 + affine["bias"])  # the equalized-lr gain 1 / sqrt(16)
-        return t.std(axis=0)
+        # The input's transform affine (the same layer with its initial weights) applied to each sample's w.
+        affine = FullyConnectedLayer(4, name="affine")
+        t = affine.apply({"params": v["params"]["synthesis"]["input"]["affine"]}, ws[:, 0])
+        return np.asarray(t).std(axis=0)
 
     assert np.all(transform_spread(0.0) == 0)  # the official start
     spread = transform_spread(0.15)
