@@ -1,11 +1,13 @@
 """Quickstart: a small StyleGAN3-T on the built-in synthetic shapes at 32x32, trains on a laptop CPU in minutes.
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
-Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", round 6; README command 1 from a fresh clone: 12
-minutes in all, install included, ~21 s/kimg): soft blobs of every colour at varied positions for most of the run,
-distinct coloured discs on the right gradient backgrounds from about 22 kimg; squares and triangles do not appear
-yet (the samples drift towards discs). Shape precision (second classifier, real images ~0.99): below 0.07 up to 20
-kimg, 0.23 at 24 and 0.33 at 30 kimg, all circles: the 0.8 aim is not reached.
+Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", round 7; README command 1 from a fresh clone: 15
+minutes in all, install included, ~26 s/kimg): rainbow-coloured crescents and rings at varied positions up to ~14
+kimg, discs from ~18 kimg; at 30 kimg crisp, shaded discs of every colour at varied positions and sizes on the right
+gradient backgrounds. Shape precision (second classifier, real images ~0.99): below 0.03 up to 14 kimg, 0.36 at 20,
+0.51 at 24 and 0.82 at 30 kimg, all of it circles: squares and triangles do not appear (G drops those classes, and
+D, which separates reals from fakes by the fakes' artifacts, does not push it back;
+benchmarks/discriminator_probe.py).
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""

@@ -3,7 +3,7 @@ StyleGAN2 generator with the official --cfg=stylegan2 training options (style mi
 regularization, G lr 0.002, 8 mapping layers), to compare the two in minutes on a CPU.
 
 Batch (16), D learning rate (the official 0.002), R1 gamma (0.05) and tick length are pinned here to the values
-this quickstart was measured with (the StyleGAN3 quickstart moved to batch 8, 2x learning rates and gamma 0.5). Measured
+this quickstart was measured with (the StyleGAN3 quickstart moved to batch 4, 2x learning rates and gamma 0.5). Measured
 on 2 idle CPU cores (2026-12-06, ~14 s/kimg, 20 kimg in ~5 minutes, 40 kimg in ~11): coloured blobs on the right
 gradient backgrounds, at varied positions, and no clean shapes through 40 kimg: shape precision <= 0.03 at every
 evaluation (BENCHMARKS.md, "Training quality")."""
