@@ -24,7 +24,7 @@ def get_config():
     c.model.channel_max = 32
     # 6 synthesis layers instead of the design's 14 (the official schedule, cutoffs 2 -> 16 over 4 layers plus 2
     # critically sampled ones). At 32px, 9 of the 14 layers ran their nonlinearity on a 2x-oversampled 64px grid
-    # (plus margins); 6 layers together with batch 8 make a kimg about 3x cheaper on a CPU.
+    # (plus margins); 6 layers (with batch 8, round 4) made a kimg about 3x cheaper on a CPU.
     c.model.num_layers = 6
     # Margin 4 instead of the official 10 pixels per side: the layers at sampling rate 16 run on 24x24 instead of
     # 36x36 grids, those at 32 on 40x40 instead of 52x52; the step takes 0.21 instead of 0.31 s (BENCHMARKS.md).
@@ -44,9 +44,9 @@ def get_config():
     c.model.d_channel_max = 32
     c.data.source = "synthetic"
     c.data.resolution = 32
-    # Batch 4 (one minibatch-stddev group of 4): 250 G and D updates per kimg instead of the official 62.5 at batch
-    # 16. Updates, not images, are what the quickstart is short of: at batch 8 the shape precision was 0.33 at 30
-    # kimg, at batch 4 0.82 (round 7, BENCHMARKS.md), for ~1.3x the time per kimg.
+    # Batch 4 (one minibatch-stddev group of 4): 250 G and D updates per kimg, against 125 at batch 8 (round 6) and
+    # 62.5 at batch 16 (the first quickstart). Updates, not images, are what the quickstart is short of: at batch 8
+    # the shape precision was 0.33 at 30 kimg, at batch 4 0.82 (round 7, BENCHMARKS.md), for ~1.3x the time per kimg.
     c.train.batch_size = 4
     c.train.total_kimg = 30
     # Learning rates 2x the official (G 0.0025, D 0.002): with so few updates, FID in the shape classifier's features
