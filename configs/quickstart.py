@@ -5,9 +5,9 @@ Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", round 7; REA
 minutes in all, install included, ~26 s/kimg): rainbow-coloured crescents and rings at varied positions up to ~14
 kimg, discs from ~18 kimg; at 30 kimg crisp, shaded discs of every colour at varied positions and sizes on the right
 gradient backgrounds. Shape precision (second classifier, real images ~0.99): below 0.03 up to 14 kimg, 0.36 at 20,
-0.51 at 24 and 0.82 at 30 kimg, all of it circles: squares and triangles do not appear (G drops those classes, and
-D, which separates reals from fakes by the fakes' artifacts, does not push it back;
-benchmarks/discriminator_probe.py).
+0.51 at 24 and 0.82 at 30 kimg (near the top: continued, it falls to 0.49 at 44 kimg), all of it circles: squares
+and triangles do not appear (G drops those classes, and D, which separates reals from fakes by the fakes' artifacts,
+does not push it back; benchmarks/discriminator_probe.py).
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
