@@ -49,6 +49,7 @@ def main() -> None:
 
     from stylegan_jax.checkpoint import load_checkpoint
     from stylegan_jax.data.synthetic import render_shape
+    from stylegan_jax.losses import d_logistic_loss, r1_grad, r1_penalty_from_grad
     from stylegan_jax.train.loop import build_networks
     from stylegan_jax.train.state import TrainConfig, create_train_state
 
@@ -61,6 +62,10 @@ def main() -> None:
     fresh = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed))
     meta, state = load_checkpoint(workdir / "checkpoints", step=args.step, target=fresh)
     res, n, m = int(config.data.resolution), args.pool, args.held_out
+    group = int(config.model.get("mbstd_group_size", 4) or 1)
+    if m % group or int(config.train.batch_size) % group:
+        raise SystemExit(f"--held-out ({m}) and the run's batch ({config.train.batch_size}) must be multiples of its "
+                         f"minibatch-stddev group size ({group}): D scores groups of that many images together")
 
     def reals(start: int, count: int) -> tuple[jax.Array, np.ndarray, np.ndarray]:
         images, kinds = zip(*(render_shape(0, i, res) for i in range(start, start + count)), strict=True)
@@ -92,12 +97,10 @@ def main() -> None:
 
         @jax.jit
         def update(p, o, real, rc, fake, fc, gamma=gamma, tx=tx):
-            def loss(p):
-                real_logits, vjp = jax.vjp(lambda x: d_apply(p, x, rc), real)
-                (grad,) = vjp(jnp.ones_like(real_logits))
-                r1 = jnp.sum(jnp.square(grad), axis=(1, 2, 3)).mean()
-                return (jnp.mean(jax.nn.softplus(d_apply(p, fake, fc))) + jnp.mean(jax.nn.softplus(-real_logits))
-                        + gamma / 2 * r1)
+            def loss(p):  # the training step's Dmain and Dreg losses, with R1 every update
+                grad, real_logits = r1_grad(lambda x, c: d_apply(p, x, c), real, rc)
+                return jnp.mean(d_logistic_loss(real_logits, d_apply(p, fake, fc))
+                                + r1_penalty_from_grad(grad, gamma)[:, None])
 
             grads = jax.grad(loss)(p)
             updates, o = tx.update(grads, o, p)
