@@ -37,8 +37,8 @@ def get_config():
     # 0.5 ** (batch / 20000) has a 20 kimg half-life: in a run of a few kimg the gains stay near their initial 1
     # (an EMA moves 19% of the way in 6 kimg) while the layers' inputs have mean squares of 0.06-0.5 at init, i.e.
     # gains of 1.4-4 are due. The beta is per update: with another batch size, set 0.5 ** (batch / 500). (Ablated
-    # in round 7 at batch 8: the official beta gave precision 0.56 at 30 kimg against 0.33, but batch 4 with this
-    # one 0.82; BENCHMARKS.md.)
+    # in round 7: at batch 8 the official beta gave precision 0.56 at 30 kimg against 0.33; at batch 4 it rises
+    # sooner, 0.80 at 28 kimg, and ends at 0.78 against this one's 0.82; BENCHMARKS.md.)
     c.model.magnitude_ema_beta = 0.5 ** (4 / 500)
     c.model.d_channel_base = 1024
     c.model.d_channel_max = 32
