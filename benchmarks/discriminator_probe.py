@@ -12,7 +12,7 @@ scoring above the drawn one), or does it separate every real from every fake by 
   python benchmarks/discriminator_probe.py --workdir runs/quickstart --gamma 0.5,0.02 --json probe.json
 
 The probe's D starts from the checkpoint's D (``--fresh-d``: from a new initialisation). The real images are
-the synthetic set's own (seed 0), the held-out ones come from after the training pool.
+the run's own training images (its data config, uint8 as D saw them); the held-out ones come after the pool.
 """
 
 from __future__ import annotations
@@ -48,39 +48,42 @@ def main() -> None:
     import optax
 
     from stylegan_jax.checkpoint import load_checkpoint
-    from stylegan_jax.data.synthetic import render_shape
+    from stylegan_jax.data.input_pipeline import make_source, to_model_images
+    from stylegan_jax.data.synthetic import CLASS_NAMES
     from stylegan_jax.losses import d_logistic_loss, r1_grad, r1_penalty_from_grad
     from stylegan_jax.train.loop import build_networks
     from stylegan_jax.train.state import TrainConfig, create_train_state
 
     workdir = Path(args.workdir)
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    if config.data.source != "synthetic" or config.data.resolution < 8:
+    if config.data.source != "synthetic":
         raise SystemExit(f"{workdir}: the probe needs a run on the synthetic shapes (data.source 'synthetic')")
-    c_dim = 3 if config.data.get("use_labels", False) else 0
+    source = make_source(config.data.to_dict())  # the run's own images and labels (uint8, as D saw them)
+    c_dim = source.c_dim
     G, D = build_networks(config, c_dim)
     fresh = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed))
     meta, state = load_checkpoint(workdir / "checkpoints", step=args.step, target=fresh)
-    res, n, m = int(config.data.resolution), args.pool, args.held_out
+    n, m = args.pool, args.held_out
     group = int(config.model.get("mbstd_group_size", 4) or 1)
     if m % group or int(config.train.batch_size) % group:
         raise SystemExit(f"--held-out ({m}) and the run's batch ({config.train.batch_size}) must be multiples of its "
                          f"minibatch-stddev group size ({group}): D scores groups of that many images together")
 
+    # The class of synthetic image i is i % 3 (labels or not).
     def reals(start: int, count: int) -> tuple[jax.Array, np.ndarray, np.ndarray]:
-        images, kinds = zip(*(render_shape(0, i, res) for i in range(start, start + count)), strict=True)
-        kinds = np.array(kinds)
-        onehot = np.eye(3, dtype=np.float32)[kinds] if c_dim else np.zeros((count, 0), np.float32)
-        return jnp.asarray(np.stack(images).transpose(0, 3, 1, 2) * 2 - 1), kinds, onehot
+        images, labels = zip(*(source.load(i) for i in range(start, start + count)), strict=True)
+        kinds = np.arange(start, start + count) % len(CLASS_NAMES)
+        return jnp.asarray(to_model_images(np.stack(images))), kinds, np.stack(labels).astype(np.float32)
 
     rng = np.random.RandomState(1)
     x_pool, _, c_pool = reals(0, n)
     x_test, k_test, c_test = reals(n + 1000, m)
     generate = jax.jit(lambda v, z, c: G.apply(v, z, c if c_dim else None))
-    fake_c = np.eye(3, dtype=np.float32)[rng.randint(0, 3, n + m)] if c_dim else np.zeros((n + m, 0), np.float32)
-    fakes = np.concatenate([np.asarray(generate(state.G, rng.randn(100, G.z_dim).astype(np.float32),
-                                                jnp.asarray(fake_c[i:i + 100])))
-                            for i in range(0, n + m, 100)])[:n + m]
+    fake_c = (np.stack([source.label(int(i)) for i in rng.randint(0, len(source), n + m)]).astype(np.float32)
+              if c_dim else np.zeros((n + m, 0), np.float32))  # labels drawn as the loop draws them
+    fakes = np.concatenate([np.asarray(generate(state.G, rng.randn(len(c), G.z_dim).astype(np.float32),
+                                                jnp.asarray(c)))
+                            for c in np.array_split(fake_c, range(100, n + m, 100))])
     f_pool, f_test, fc_pool, fc_test = fakes[:n], fakes[n:], fake_c[:n], fake_c[n:]
 
     def d_apply(p, x, c):
