@@ -1,13 +1,13 @@
 """Quickstart: a small StyleGAN3-T on the built-in synthetic shapes at 32x32, trains on a laptop CPU in minutes.
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
-Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", round 7; README command 1 from a fresh clone: 15
-minutes in all, install included, ~26 s/kimg): rainbow-coloured crescents and rings at varied positions up to ~14
-kimg, discs from ~18 kimg; at 30 kimg crisp, shaded discs of every colour at varied positions and sizes on the right
-gradient backgrounds. Shape precision (second classifier, real images ~0.99): below 0.03 up to 14 kimg, 0.36 at 20,
-0.51 at 24 and 0.82 at 30 kimg (near the top: continued, it falls to 0.49 at 44 kimg), all of it circles: squares
-and triangles do not appear (G drops those classes, and D, which separates reals from fakes by the fakes' artifacts,
-does not push it back; benchmarks/discriminator_probe.py).
+Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-8; README command 1 from a fresh clone:
+12 min 12 s in all, install included, median 22.5 s/kimg): rainbow-coloured crescents and rings at varied positions
+up to ~14 kimg, discs from ~16 kimg; at 28 kimg crisp, shaded discs of every colour at varied positions and sizes on
+the right gradient backgrounds. Shape precision (second classifier, real images ~0.99): below 0.03 up to 14 kimg,
+0.52 at 20, 0.73 at 24 and 0.80 at 28 kimg, all of it circles. Squares and triangles do not appear, not even with
+conditional training (G draws discs for every label at this size and length, round 8), and D separates reals from
+fakes by the fakes' artifacts rather than by their shape (benchmarks/discriminator_probe.py).
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
@@ -45,6 +45,7 @@ def get_config():
     # Batch 4 (one minibatch-stddev group of 4): 250 G and D updates per kimg, against 125 at batch 8 (round 6) and
     # 62.5 at batch 16 (the first quickstart). Updates, not images, are what the quickstart is short of: at batch 8
     # the shape precision was 0.33 at 30 kimg, at batch 4 0.82 (round 7, BENCHMARKS.md), for ~1.3x the time per kimg.
+    # 28 kimg: where this config reaches 0.80 (the precision peaks around 30 kimg and falls in longer runs, round 7).
     c.train.batch_size = 4
     c.train.total_kimg = 28
     # Learning rates 2x the official (G 0.0025, D 0.002): with so few updates, FID in the shape classifier's features
