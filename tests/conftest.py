@@ -42,6 +42,15 @@ def pytest_configure(config):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """Workers for ``-n auto`` (pyproject addopts; at most ``--maxprocesses 4``): one more than the cores for the
+    default suite. Much of its time is XLA compiling, mostly on one thread, so on a 2-core machine two workers leave
+    a core idle while both compile; a third keeps both busy (README, "Run the tests"). The slow tests (training
+    runs of several OS processes, whose peers wait 30 s for each other) keep one worker per core."""
+    cores = os.cpu_count() or 1
+    return cores + 1 if config.getoption("markexpr") == "not slow" else cores
+
+
 class LiveServer:
     """uvicorn serving the ASGI ``app`` on 127.0.0.1 in a daemon thread, on a port the OS picks; ``url`` is its base
     address. A context manager: started on entry, stopped on exit (the API tests of ``serve`` and ``visualize``)."""
