@@ -45,7 +45,7 @@ def get_config():
     # Batch 4 (one minibatch-stddev group of 4): 250 G and D updates per kimg, against 125 at batch 8 (round 6) and
     # 62.5 at batch 16 (the first quickstart). Updates, not images, are what the quickstart is short of: at batch 8
     # the shape precision was 0.33 at 30 kimg, at batch 4 0.82 (round 7, BENCHMARKS.md), for ~1.3x the time per kimg.
-    # 28 kimg: where this config reaches 0.80 (the precision peaks around 30 kimg and falls in longer runs, round 7).
+    # 28 kimg: where this config reaches 0.80 (round 7's quickstart peaked at 32 kimg and fell in a longer run).
     c.train.batch_size = 4
     c.train.total_kimg = 28
     # Learning rates 2x the official (G 0.0025, D 0.002): with so few updates, FID in the shape classifier's features
