@@ -49,7 +49,7 @@ def main() -> None:
 
     from stylegan_jax.checkpoint import load_checkpoint
     from stylegan_jax.data.input_pipeline import make_source, to_model_images
-    from stylegan_jax.data.synthetic import CLASS_NAMES
+    from stylegan_jax.data.synthetic import shape_class
     from stylegan_jax.losses import d_logistic_loss, r1_grad, r1_penalty_from_grad
     from stylegan_jax.train.loop import build_networks
     from stylegan_jax.train.state import TrainConfig, create_train_state
@@ -69,10 +69,9 @@ def main() -> None:
         raise SystemExit(f"--held-out ({m}) and the run's batch ({config.train.batch_size}) must be multiples of its "
                          f"minibatch-stddev group size ({group}): D scores groups of that many images together")
 
-    # The class of synthetic image i is i % 3 (labels or not).
     def reals(start: int, count: int) -> tuple[jax.Array, np.ndarray, np.ndarray]:
         images, labels = zip(*(source.load(i) for i in range(start, start + count)), strict=True)
-        kinds = np.arange(start, start + count) % len(CLASS_NAMES)
+        kinds = shape_class(np.arange(start, start + count))  # labels used or not
         return jnp.asarray(to_model_images(np.stack(images))), kinds, np.stack(labels).astype(np.float32)
 
     rng = np.random.RandomState(1)

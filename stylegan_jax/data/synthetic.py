@@ -73,10 +73,15 @@ def _sdf(kind: int, x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
     return -np.sqrt(px * px + py * py) * np.sign(py)
 
 
+def shape_class(index: int | np.ndarray, num_classes: int = 3) -> int | np.ndarray:
+    """The class of image ``index`` (or of an array of indices): balanced classes, known without rendering."""
+    return index % num_classes
+
+
 def render_shape(seed: int, index: int, resolution: int, num_classes: int = 3) -> tuple[np.ndarray, int]:
     """Render image ``index``: ``float32 [resolution, resolution, 3]`` in [0, 1] and its class."""
     u = _uniforms(seed, index)
-    kind = index % num_classes  # balanced classes, and the class is known without rendering
+    kind = shape_class(index, num_classes)
     x, y = _grid(resolution)
     px = np.float32(2.0 / resolution)  # one pixel in grid units: the anti-aliasing width
 
@@ -164,7 +169,7 @@ class SyntheticShapes(ImageSource):
         index = self._check(index)
         if not self.use_labels:
             return np.zeros((0,), np.float32)
-        return one_hot(np.array([index % len(CLASS_NAMES)]), len(CLASS_NAMES))[0]
+        return one_hot(np.array([shape_class(index, len(CLASS_NAMES))]), len(CLASS_NAMES))[0]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._check(index)
