@@ -11,13 +11,22 @@ collectives through gloo):
 - tick lines reach a stdout redirected to a file while the run goes on (no PYTHONUNBUFFERED).
 
 Float tolerance between process counts: the all-reduce of 2 processes sums in another order than 1 process, so
-the states differ by float rounding after the first step (~1e-7 relative) and training amplifies it: after 8
-steps the most sensitive tensors (StyleGAN3's zero-initialized input affine weights; Adam's first moment, which is
-the last gradient with beta1 = 0 and sometimes a small difference of large terms) differ by up to ~1e-5 relative
-to their largest entry, ~2e-4 for such a gradient. 1-process runs are bitwise reproducible; 2-process runs are
-not (the cross-process all-reduce on CPU: two 2 x 2 runs differ in the last bits of step 1's D loss). So runs are
-compared entry by entry at a checkpoint a few steps in (errors <= ~3e-6), by their per-step losses to the end,
-and at the end by the networks' parameters tensor by tensor (errors <= ~7e-6).
+the states differ by float rounding after the first step (~1e-7 relative) and training amplifies it. Smoothly at
+first: after 6 steps the whole state agrees entry by entry to ~1e-6 of each tensor's largest entry. Then in jumps:
+a leaky-ReLU input that sits within rounding of 0 takes the other slope in one of the runs, which changes that
+sample's gradient by a finite amount, not by rounding. Measured (per-tap kernel gradient of `conv2d_weight_grad`,
+2026-12-06): the largest network tensor error in norm, relative to the tensor's norm, was 6.4e-7 at step 6 and
+1.6e-4 at step 8; Adam's first moment (the last gradient, beta1 = 0) of one bias differed by 1e-3 of its entries
+at step 8, and the 16 tensors above 1e-5 were all biases and the zero-initialized input affine weight, whose norms
+are only what 8 steps of lr moved them. 1 process x 2 devices against x 4 (another rounding order, no process
+boundary) hit no such jump in those 8 steps (7.4e-6). Which run hits one depends on the last bits of the
+operators, so no fixed tolerance after several steps holds for every correct implementation. Hence: the whole
+state (weights, EMAs, Adam moments) entry by entry at every checkpoint before the last (steps 4 and 6, errors <=
+~1e-6), the per-step losses to the end, and the final networks with a test that a jump passes and a real
+divergence (a wrong slice, a missing all-reduce, a lost state: every tensor moves) fails: the median tensor error
+<= 1e-6 (measured 2.3e-7) and every tensor <= 1e-3. 1-process runs are bitwise reproducible; 2-process runs
+are not always (the cross-process all-reduce on CPU: two 2 x 2 runs have differed in the last bits of step 1's D
+loss).
 """
 
 from __future__ import annotations
@@ -111,17 +120,23 @@ def assert_close_params(a: dict, b: dict, rtol: float = 1e-5) -> None:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def assert_close_tensors(a: dict, b: dict, prefixes: tuple[str, ...], rtol: float = 1e-5) -> None:
-    """The float leaves under ``prefixes`` agree to ``rtol`` relative in norm (``|a - b| <= rtol |a|``), every
-    integer leaf exactly. (After 8 steps on 1 vs 2 processes the largest error is ~7e-6, in StyleGAN3's
-    zero-initialized input affine weight; entry by entry relative to its largest entry, ~1.6e-5.)"""
+def assert_networks_close(a: dict, b: dict, prefixes: tuple[str, ...], median: float = 1e-6,
+                          worst: float = 1e-3) -> None:
+    """The float leaves under ``prefixes``, each compared in norm relative to its own norm (``|a - b| / |a|``): the
+    median over the leaves <= ``median`` and every leaf <= ``worst``; every integer leaf exactly. A leaky-ReLU kink
+    taken differently by two runs moves a few small-norm tensors by up to ~1e-4 (module docstring); a divergence
+    that is a bug moves every tensor."""
     assert a.keys() == b.keys()
     floats = [k for k in a if a[k].dtype.kind == "f" and k.startswith(prefixes)]
-    assert floats
+    assert len(floats) >= 10, floats
+    errors = {}
     for k in floats:
         x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-        err, scale = float(np.linalg.norm(x - y)), float(np.linalg.norm(x))
-        assert err <= rtol * max(scale, 1e-12), (k, err / max(scale, 1e-12))
+        errors[k] = float(np.linalg.norm(x - y)) / max(float(np.linalg.norm(x)), 1e-12)
+    values = np.array(list(errors.values()))
+    largest = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    assert np.median(values) <= median, (np.median(values), largest)
+    assert values.max() <= worst, largest
     for k in a:
         if a[k].dtype.kind != "f":
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -305,11 +320,14 @@ def test_two_processes_match_one(reference, reference_two):
     meta_b, pb = final_params(two)
     assert meta_b["processes"] == 2 and meta_a["processes"] == 1
     assert position(meta_a["data_state"]) == position(meta_b["data_state"])
-    # Halfway, the whole state (weights, EMAs, Adam moments) agrees entry by entry; at the end, the networks'
-    # parameters and EMA statistics agree tensor by tensor (module docstring: float rounding amplified by training).
-    half = STEPS // 2
-    assert_close_params(checkpoint_state(one, half), checkpoint_state(two, half))
-    assert_close_tensors(pa, pb, ("['G']", "['G_ema']", "['D']"))
+    # At every checkpoint before the last, the whole state (weights, EMAs, Adam moments) agrees entry by entry; at
+    # the end, the networks as a whole (module docstring: rounding amplified by training, in jumps at leaky-ReLU
+    # kinks).
+    kept = sorted(int(p.name) for p in (one / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept[-1] == STEPS and len(kept) >= 3, kept
+    for step in kept[:-1]:
+        assert_close_params(checkpoint_state(one, step), checkpoint_state(two, step))
+    assert_networks_close(pa, pb, ("['G']", "['G_ema']", "['D']"))
     # Tick lines: printed by process 0 only, prefixed with its index; the other process prints none.
     out0, out1 = results[0][1], results[1][1]
     assert tick_steps(out0) == list(range(1, STEPS + 1)) and " kimg " not in out1.replace("done:", "")
@@ -391,7 +409,7 @@ def test_sigkill_one_process_stops_the_other_and_restart_resumes(reference, refe
     assert meta_b["step"] == STEPS and position(meta_a["data_state"]) == position(meta_b["data_state"])
     # The restart continues the unbroken 2-process run: the whole state at its first checkpoint, its losses to the
     # end (the killed run may have logged a step past its checkpoint: the restart's line comes last) and the
-    # final parameters, to float tolerance (2-process runs are not bitwise reproducible: module docstring).
+    # final networks, to float tolerance (2-process runs are not always bitwise reproducible: module docstring).
     first = meta["step"] + 2
     assert_close_params(checkpoint_state(two, first), checkpoint_state(workdir, first))
     resumed = {step: x for step, *x in losses(workdir) if step > meta["step"]}
@@ -399,4 +417,4 @@ def test_sigkill_one_process_stops_the_other_and_restart_resumes(reference, refe
     assert sorted(resumed) == sorted(unbroken) == list(range(meta["step"] + 1, STEPS + 1))
     np.testing.assert_allclose([resumed[k] for k in sorted(resumed)], [unbroken[k] for k in sorted(unbroken)],
                                rtol=1e-5)
-    assert_close_tensors(pa, pb, ("['G']", "['G_ema']", "['D']"))
+    assert_networks_close(pa, pb, ("['G']", "['G_ema']", "['D']"))
