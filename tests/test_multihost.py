@@ -15,18 +15,19 @@ states differ by float rounding after the first step (~1e-7 relative) and traini
 after 6 steps the whole state agrees entry by entry to ~1e-6 of each tensor's largest entry. Then in jumps, most
 likely where a leaky-ReLU input (or a clamp) sits within rounding of its kink: one run takes the other slope, which
 changes that sample's gradient by a finite amount, not by rounding (inferred from the jump, not isolated). Measured
-(per-tap kernel gradient of `conv2d_weight_grad`, 2026-12-06): the largest network tensor error in norm, relative to
-the tensor's norm, was 6.4e-7 at step 6 and 1.6e-4 at step 8; Adam's first moment (the last gradient, beta1 = 0) of
-one bias differed by 1e-3 of its entries at step 8, and the 16 tensors above 1e-5 were all biases and the zero-
-initialized input affine weight, whose norms are only what 8 steps of lr moved them. 1 process x 2 devices against x
-4 (another rounding order, no process boundary) hit no such jump in those 8 steps (7.4e-6). Which run hits one
-depends on the last bits of the operators, so no fixed tolerance after several steps holds for every correct
-implementation. Hence: the whole state (weights, EMAs, Adam moments) entry by entry at every checkpoint before the
-last (steps 4 and 6, errors <= ~1e-6), the per-step losses to the end, and the final networks with a test that a
-jump passes and a real divergence (a wrong slice, a missing all-reduce, a lost state: every tensor moves) fails: the
-median tensor error <= 1e-6 (measured 2.3e-7) and every tensor <= 1e-3. 1-process runs are bitwise reproducible;
-2-process runs are not always (the cross-process all-reduce on CPU: two 2 x 2 runs have differed in the last bits of
-step 1's D loss).
+with a per-tap kernel gradient in `conv2d_weight_grad` (one matrix product per tap instead of the im2col product it
+has; same values up to rounding; 2026-12-06): the largest network tensor error in norm, relative to the tensor's
+norm, was 6.4e-7 at step 6 and 1.6e-4 at step 8; Adam's first moment (the last gradient, beta1 = 0) of one bias
+differed by 1e-3 of its entries at step 8, and the 16 tensors above 1e-5 were all biases and the zero-initialized
+input affine weight, whose norms are only what 8 steps of lr moved them. 1 process x 2 devices against x 4 (another
+rounding order, no process boundary) hit no such jump in those 8 steps (7.4e-6). Which run hits one depends on the
+last bits of the operators, so no fixed tolerance after several steps holds for every correct implementation. Hence:
+the whole state (weights, EMAs, Adam moments) entry by entry at every checkpoint before the last (steps 4 and 6,
+errors <= ~1e-6), the per-step losses to the end, and the final networks with a test that a jump passes and a real
+divergence (a wrong slice, a missing all-reduce, a lost state: every tensor moves) fails: the median tensor error <=
+1e-6 (measured 2.3e-7) and every tensor <= 1e-3. With the im2col product the same 8 steps stay smooth (largest error
+~7e-6), but that is the luck of its last bits. 1-process runs are bitwise reproducible; 2-process runs are not
+always (the cross-process all-reduce on CPU: two 2 x 2 runs have differed in the last bits of step 1's D loss).
 """
 
 from __future__ import annotations
