@@ -2,8 +2,12 @@
 
 One iteration is what the official training loop does per batch: Gmain, (StyleGAN2 only: Greg, lazy
 path-length reg every ``--g-reg-interval``), Dmain and, every ``--reg-interval`` iterations, Dreg (lazy R1),
-then the G_ema update. Every compiled variant a run uses is timed separately and combined into the average over
-one regularization period (e.g. StyleGAN3: ``((I - 1) * t_main + t_reg) / I``), which is what a long run sees.
+then the G_ema update. Every phase combination a run uses ("main", "reg", ...) is timed separately and combined
+into the average over one regularization period (e.g. StyleGAN3: ``((I - 1) * t_main + t_reg) / I``), which is
+what a long run sees. By default each is timed as the training loop runs it: the main program, then on Dreg
+iterations the Dreg program (``TrainStep``); the compile of a combination is what its first call compiled that
+the earlier ones had not. ``--fixed-variants`` times and compiles each combination as one program (the loop
+before round 10). "compile total" is the compile of everything a run needs.
 The batch is random data already on the devices, so input-pipeline time is not included.
 
 CPU (small models; ``--devices N`` simulates N CPU devices for the data-parallel path):
@@ -54,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast", help="filtered_lrelu implementation")
     ap.add_argument("--bf16", action="store_true", help="bf16 in the highest-resolution layers of G and D")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per variant (after one warm-up)")
+    ap.add_argument("--fixed-variants", action="store_true",
+                    help="each phase combination as one compiled program (the loop before round 10) instead of "
+                         "the loop's main program followed by the Dreg program")
     return ap.parse_args(argv)
 
 
@@ -115,20 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     devices, tc, state, step, batch, init_s = (built[k] for k in ("devices", "tc", "state", "step", "batch", "init_s"))
     sg2 = args.cfg == "stylegan2"
 
-    def timed(fn_iteration: int) -> tuple[float, list[float]]:
+    def call(iteration: int, kind: tuple[bool, bool]):
+        if args.fixed_variants:
+            return step.variant(*kind)(state, batch, None)
+        return step(state, batch, iteration=iteration)
+
+    def timed(fn_iteration: int, kind: tuple[bool, bool]) -> tuple[float, list[float]]:
         nonlocal state
         t0 = time.perf_counter()
-        state, metrics = step(state, batch, iteration=fn_iteration)  # first call compiles
+        state, metrics = call(fn_iteration, kind)  # first call compiles
         jax.block_until_ready(metrics)
         first = time.perf_counter() - t0
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            state, metrics = step(state, batch, iteration=fn_iteration)
+            state, metrics = call(fn_iteration, kind)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t0)
         if not bool(metrics["finite"]):
             print("warning: non-finite step (state not updated)", file=sys.stderr)
+        assert float(metrics["Progress/reg"]) == float(kind[0]), "the program ran other phases than asked"
         return first - statistics.median(times), times
 
     # Which variant each iteration of one regularization period runs, and one iteration to time it with.
@@ -137,26 +150,28 @@ def main(argv: list[str] | None = None) -> int:
     names = {(False, False): "main", (True, False): "reg", (False, True): "greg", (True, True): "reg+greg"}
     timings = {}
     for kind in dict.fromkeys(kinds):
-        compile_s, times = timed(kinds.index(kind))
+        compile_s, times = timed(kinds.index(kind), kind)
         timings[names[kind]] = (compile_s, times, statistics.median(times))
     s_iter = sum(timings[names[k]][2] for k in kinds) / period
     s_main = timings["main"][2]
     s_reg = timings["reg+greg" if sg2 else "reg"][2]
     compile_main = timings["main"][0]
     compile_reg = timings["reg+greg" if sg2 else "reg"][0]
+    compile_total = sum(v[0] for v in timings.values())  # each first call compiled what it newly needed
     img_s = args.batch / s_iter
     backend = jax.default_backend()
     kind = str(devices[0].device_kind)
     result = {
         "cfg": args.cfg, "res": args.res, "cbase": args.cbase, "cmax": args.cmax, "map_layers": args.map_layers,
         "z_dim": args.z_dim, "num_layers": args.num_layers, "margin": args.margin, "batch": args.batch,
-        "devices": len(devices), "impl": args.impl, "bf16": args.bf16,
+        "devices": len(devices), "impl": args.impl, "bf16": args.bf16, "fixed_variants": args.fixed_variants,
         "gamma": args.gamma, "reg_interval": args.reg_interval,
         "g_reg_interval": tc.g_reg_interval, "period": period,
         "variants": {k: {"compile_s": v[0], "median_s": v[2]} for k, v in timings.items()},
         "s_per_iter": s_iter, "s_main": s_main,
         "s_reg": s_reg, "img_per_s": img_s, "s_per_kimg": 1000 / img_s, "compile_main_s": compile_main,
-        "compile_reg_s": compile_reg, "init_s": init_s, "runs": args.runs, **_common.machine(),
+        "compile_reg_s": compile_reg, "compile_total_s": compile_total, "init_s": init_s, "runs": args.runs,
+        **_common.machine(),
     }
     ref = OFFICIAL_1GPU.get((args.cfg, args.res))
     arch = "StyleGAN2" if sg2 else f"StyleGAN3-{args.cfg.upper()}"
@@ -165,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"{'' if sg2 else f' layers={args.num_layers} margin={args.margin}'}"
                        f"{' bf16' if args.bf16 else ''}"),
             ("devices", f"{len(devices)} x {backend} / {kind}"),
-            ("compile", ", ".join(f"{k} {v[0]:.1f} s" for k, v in timings.items()) + f" (init {init_s:.1f} s)"),
+            ("compile", ", ".join(f"{k} {v[0]:.1f} s" for k, v in timings.items()) +
+             f", total {compile_total:.1f} s (init {init_s:.1f} s)"),
             *[(f"s/iter {k}", f"{v[2]:.4f}  (min {min(v[1]):.4f}, {args.runs} runs)") for k, v in timings.items()],
             (f"s/iter (avg over {period})", f"{s_iter:.4f}"),
             ("images/s", f"{img_s:.2f}"),

@@ -313,10 +313,20 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
                                     style_mixing_prob=opts.style_mixing_prob, rng=rng, mixing=mixing)
     # D's phase never trains G; cutting the graph here keeps the backward pass out of G.
     img = lax.stop_gradient(img)
-    fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
-                                    **_augment_kwargs(opts, augment_p, augment_rng, 1, augment_index))
-    real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
-                                    **_augment_kwargs(opts, augment_p, augment_rng, 2, augment_index))
+    if img.shape == real.shape and img.dtype == real.dtype and gen_c.shape == real_c.shape:
+        # One D call over the stacked [fakes, reals] (vmap: D's code is traced and compiled once for both, and
+        # the minibatch-stddev groups stay within each batch); the draws of each are its own, as two calls.
+        def d_call(x, c, which):
+            return run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma,
+                                     **_augment_kwargs(opts, augment_p, augment_rng, which, augment_index))
+
+        logits = jax.vmap(d_call)(jnp.stack([img, real]), jnp.stack([gen_c, real_c]), jnp.asarray([1, 2]))
+        fake_logits, real_logits = logits[0], logits[1]
+    else:
+        fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
+                                        **_augment_kwargs(opts, augment_p, augment_rng, 1, augment_index))
+        real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
+                                        **_augment_kwargs(opts, augment_p, augment_rng, 2, augment_index))
     loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
     loss_real = jnp.mean(jax.nn.softplus(-real_logits))
     aux = {"loss_fake": loss_fake, "loss_real": loss_real, "fake_logits": fake_logits, "real_logits": real_logits}

@@ -239,9 +239,9 @@ from test_train_step import TINY_MODELS, toy_batch  # noqa: E402
 _ns: dict = {}
 exec(TINY_MODELS, _ns)
 tiny_models = _ns["tiny_models"]
-# R1 every step: one program. The colour spec keeps the compile short; the p rule, the accumulator and resume do not
-# depend on the spec, and the geometric resampling in the step (with R1's double backward) is in the slow 1-vs-8
-# device test.
+# R1 every step: the main and the Dreg program every iteration. The colour spec keeps the compile short; the p
+# rule, the accumulator and resume do not depend on the spec, and the geometric resampling in the step (with R1's
+# double backward) is in the slow 1-vs-8 device test.
 ADA = dict(augment="ada", ada_kimg=0.1, ada_interval=2, d_reg_interval=None, augment_spec="color")
 
 
@@ -304,6 +304,22 @@ def test_p_follows_the_official_rule(ada_run):
         assert np.isclose(float(m["Progress/augment"]), p, atol=1e-6), i
         assert np.isclose(float(states[i + 1].ada_p), p, atol=1e-6)
     assert p > 0  # D overfits the fixed batch: its real-sign statistic is above the target, p rises
+
+
+def test_ada_with_dreg_as_its_own_program_equals_one_program(ada_run):
+    """The loop runs Dreg as a program after the main one, which defers the adjustment of p to it: p, the sign
+    accumulator and the weights follow the whole iteration as one program (``variant``), to float rounding."""
+    _, _, _, _, step, states, metrics = ada_run
+    state = states[0]
+    for i in range(8):
+        state, m = step.reg(state, step.place_batch(toy_batch()), None)
+        for k in ("Progress/augment", "Progress/ada_stat", "Loss/r1", "Loss/D"):
+            assert np.isclose(float(m[k]), float(metrics[i][k]), rtol=1e-5, atol=1e-6), (i, k)
+        assert float(state.ada_sign_count) == float(states[i + 1].ada_sign_count), i
+        assert float(state.ada_p) == pytest.approx(float(states[i + 1].ada_p), abs=1e-7), i
+        leaves = zip(jax.tree.leaves(state), jax.tree.leaves(states[i + 1]), strict=True)
+        diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) for a, b in leaves)
+        assert diff < 1e-5, i
 
 
 def test_ada_resume_is_bitwise(ada_run, tmp_path):

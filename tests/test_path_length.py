@@ -129,7 +129,7 @@ def test_noise_strengths_start_at_zero_and_init_is_deterministic():
 @pytest.fixture(scope="module")
 def sg2_steps():
     G, D = tiny_stylegan2(c_dim=2)
-    # Greg and Dreg on the same iterations: two variants to compile, (Dreg, Greg) and (-, -).
+    # Greg and Dreg on the same iterations: the main programs with and without Greg, and the Dreg program.
     tc = TrainConfig(batch_size=BATCH, g_lr=0.002, d_reg_interval=2, r1_gamma=1.0, g_reg_interval=2, pl_weight=2.0,
                      style_mixing_prob=0.9)
     mesh = make_mesh()
@@ -164,8 +164,8 @@ def test_greg_runs_every_g_reg_interval(sg2_steps):
         assert float(m["Loss/G/reg"]) == pytest.approx(2.0 * float(m["Loss/pl_penalty"]))
     # Between reg steps the last penalty is reported.
     assert float(metrics[1]["Loss/pl_penalty"]) == float(metrics[0]["Loss/pl_penalty"])
-    assert sorted(step._variants) == [(False, False), (True, True)]
-    assert all(fn._cache_size() == 1 for fn in step._variants.values())
+    assert sorted(step._mains) == [False, True] and not step._variants
+    assert all(fn._cache_size() == 1 for fn in [*step._mains.values(), step.dreg_program])
 
 
 def test_g_optimizer_has_the_lazy_reg_adjustment():

@@ -243,7 +243,7 @@ def test_bf16_blocks_stay_close_to_float32(architecture):
     assert err.max() <= 12 * BF16_U * np.abs(ref).max(), (err.max(), np.abs(ref).max())
 
 
-@pytest.mark.slow  # ~230 s on the loaded 2-core machine: compiles two StyleGAN2 train-step variants
+@pytest.mark.slow  # ~230 s on the loaded 2-core machine: compiles two StyleGAN2 main programs and Dreg
 def test_bf16_training_steps_stay_finite():
     """The one switch ``model.bf16`` of the StyleGAN2 config puts G's and D's highest resolutions in bfloat16; a
     few iterations, path-length and R1 regularization included, stay finite and move the weights."""

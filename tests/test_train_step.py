@@ -1,5 +1,5 @@
 """The compiled training step on a tiny conditional model (8x8, one channel): data-parallel invariance (1 vs 8
-simulated CPU devices), one compilation per variant, learning on a fixed batch, non-finite guard, lazy-R1 and
+simulated CPU devices), one compilation per program, learning on a fixed batch, non-finite guard, lazy-R1 and
 G_ema bookkeeping."""
 
 import os
@@ -86,13 +86,27 @@ def first_steps(setup):
     return states, metrics
 
 
-# ---- (b) one compilation per variant -----------------------------------------------------------------------
+# ---- (b) one compilation per program, and the programs equal the one-program iteration ---------------------
 
 
-def test_each_variant_compiles_once(setup, first_steps):
+def test_each_program_compiles_once(setup, first_steps):
     step = setup[4]
-    assert step.main._cache_size() == 1
-    assert step.reg._cache_size() == 1
+    assert step.main_program(False)._cache_size() == 1
+    assert step.dreg_program._cache_size() == 1
+    assert step.main._cache_size() == step.reg._cache_size() == 0  # the one-program iterations were not needed
+
+
+def test_main_then_dreg_equals_the_one_program_iteration(setup, first_steps):
+    """The loop's main program followed (at 0 and 4) by the Dreg program gives the states and metrics of the
+    whole iteration as one program (``variant``), to float rounding: the same phases, draws and updates."""
+    _, _, _, state, step = setup
+    states, metrics = first_steps
+    batch = step.place_batch(toy_batch())
+    for i in range(6):
+        state, m = (step.reg if i % REG_INTERVAL == 0 else step.main)(state, batch, None)
+        assert max_abs_diff(state, states[i + 1]) < 1e-6, i
+        assert max_abs_diff(host(m), metrics[i]) < 1e-5, i
+    assert int(state.d_reg_steps) == 2
 
 
 # ---- (e) lazy regularization and counters ------------------------------------------------------------------

@@ -36,7 +36,13 @@ Non-finite values: if any loss, gradient or updated weight of the iteration is N
 is applied (every leaf of the returned state equals the input's) and ``metrics['finite']`` is False. The
 official loop instead replaces NaN gradients by 0 and infinities by +-1e5 and carries on.
 
-Parallelism: one ``jax.jit`` over a 1-D ``Mesh`` with axis ``data``; the batch is sharded along it
+Programs: :class:`TrainStep` runs an iteration as its main program (:func:`train_step` with ``do_reg=False``:
+Gmain, Greg when due, Dmain, G_ema, ADA) and, on Dreg iterations, the Dreg program (:func:`dreg_step`) after it,
+so the lazy-R1 iterations add a compile of Dreg alone rather than a second copy of Gmain and Dmain (issue 17:
+that was about half of the step's compile time). ``train_step(do_reg=True)`` is the whole iteration as one
+program; the two give the same states to float rounding (tests/test_train_step.py).
+
+Parallelism: each program is one ``jax.jit`` over a 1-D ``Mesh`` with axis ``data``; the batch is sharded along it
 (``P('data')``), the state replicated (``P()``); XLA inserts the gradient all-reduce. Every mean is over the
 *global* batch, so the result does not depend on the number of devices. (The official code instead forms
 minibatch-stddev groups within each GPU's slice; ours are formed over the global batch, as the official
@@ -198,9 +204,13 @@ def value_and_grad_micro(loss_fn: Any, params: Any, inputs: Any, rounds: int, me
 
 def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
                rng: jax.Array | None, do_reg: bool, do_g_reg: bool = False, micro_rounds: int = 1,
-               ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+               dreg_follows: bool = False) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One iteration (see the module docstring), a pure function; ``do_reg`` (static) adds the Dreg phase,
     ``do_g_reg`` (static) the Greg phase.
+
+    ``dreg_follows`` (static, with ``do_reg=False``): the iteration's Dreg runs next as its own program
+    (:func:`dreg_step`) when ``state.step`` is due for it; ADA then leaves the adjustment of ``p`` to that
+    program, which adds Dreg's signs first (the official adjusts after all phases).
 
     The iteration's randomness is ``fold_in(rng, state.step)`` with ``rng = state.rng`` when None, so a run
     is a function of (seed, data) and resumes exactly from a saved state.
@@ -355,6 +365,8 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         sign_sum = sign_sum + sum(jnp.sum(x.astype(jnp.float32)) for x in signs)
         sign_count = sign_count + float(sum(x.size for x in signs))
         adjust_now = (state.step + 1) % tc.ada_interval == 0
+        if dreg_follows:
+            adjust_now = adjust_now & ~_dreg_due(tc, state.step)
         ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
         adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
         ada_p = jnp.where(adjust_now, jnp.maximum(ada_p + adjust, 0.0), ada_p)
@@ -416,16 +428,96 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     return new_state, metrics
 
 
+def _dreg_due(tc: TrainConfig, step: jnp.ndarray) -> jnp.ndarray:
+    """Whether iteration ``step`` (traced) runs Dreg: the rule of :meth:`TrainStep.wants_reg`."""
+    if tc.r1_gamma == 0:
+        return jnp.zeros((), bool)
+    return jnp.ones((), bool) if tc.d_reg_interval is None else step % tc.d_reg_interval == 0
+
+
+def dreg_step(D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
+              rng: jax.Array | None, main_finite: jnp.ndarray | bool = True, micro_rounds: int = 1,
+              ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    """The Dreg phase of the iteration ``state.step - 1`` just run by ``train_step(..., do_reg=False,
+    dreg_follows=True)``, as its own pure function: R1 on the same reals with the same draws, a second D Adam
+    step, and (ADA) the signs of its real logits and the adjustment of ``p`` that the main program deferred.
+
+    ``train_step(do_reg=False, dreg_follows=True)`` followed by this equals ``train_step(do_reg=True)`` up to
+    float rounding; as two programs, an iteration with Dreg compiles no second copy of Gmain and Dmain (the
+    official runs the phases one after the other too). ``main_finite``: the main program's ``metrics['finite']``;
+    when False that program applied nothing (``state`` is the previous iteration's) and neither does this one.
+    Non-finite values: if the R1 loss, its gradient or the updated D is NaN/inf, this phase is not applied (the
+    main phase's update stays) and ``metrics['finite']`` is False."""
+    rng = state.rng if rng is None else rng
+    opts = tc.loss_options()
+    _, d_tx = make_optimizers(tc)
+    iteration = state.step - 1
+    key = jax.random.fold_in(rng, iteration)
+    aug = {"augment_p": state.ada_p, "augment_rng": jax.random.fold_in(key, 0x41756721)}  # as train_step's
+    real = batch["real"].astype(jnp.float32)
+    real_c = batch["c"].astype(jnp.float32)
+    n = real.shape[0]
+    blur_sigma = blur_sigma_schedule(opts, (state.nimg - n).astype(jnp.float32))  # cur_nimg of that iteration
+    d_params = state.D["params"]
+    gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
+
+    def reg_loss(p, mb, r):
+        loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma,
+                               **aug, augment_index=mb["index"])
+        return loss * gain, aux
+
+    r_in = {"real": real, "real_c": real_c, "index": jnp.arange(n, dtype=jnp.uint32)}
+    (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, r_in, int(micro_rounds))
+    r_updates, d_opt_state = d_tx.update(r_grads, state.d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, r_updates)
+    last_r1 = jnp.mean(r_aux["r1_penalty"])
+    last_r1_grad_norm = global_norm(r_grads)
+
+    ada_p, sign_sum, sign_count = state.ada_p, state.ada_sign_sum, state.ada_sign_count
+    if tc.augment == "ada":
+        signs = jnp.sign(r_aux["real_logits"]).astype(jnp.float32)
+        sign_sum = sign_sum + jnp.sum(signs)
+        sign_count = sign_count + float(signs.size)
+        adjust_now = state.step % tc.ada_interval == 0  # the official batch_idx % ada_interval after the increment
+        ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
+        adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
+        ada_p = jnp.where(adjust_now, jnp.maximum(ada_p + adjust, 0.0), ada_p)
+        sign_sum = jnp.where(adjust_now, 0.0, sign_sum)
+        sign_count = jnp.where(adjust_now, 0.0, sign_count)
+
+    finite = _all_finite(loss_r, r_grads, d_params) & main_finite
+    new_state = state.replace(
+        D={"params": d_params}, d_opt_state=d_opt_state, d_reg_steps=state.d_reg_steps + 1, last_r1=last_r1,
+        last_r1_grad_norm=last_r1_grad_norm, ada_p=ada_p, ada_sign_sum=sign_sum, ada_sign_count=sign_count)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {
+        "Loss/r1": last_r1,
+        "Loss/D/reg": last_r1 * (tc.r1_gamma / 2),
+        "Grad/D_reg_norm": last_r1_grad_norm,
+        "Progress/reg": jnp.ones((), jnp.float32),
+        "finite": finite,
+    }
+    if tc.augmenting:
+        metrics["Progress/augment"] = ada_p
+    if tc.augment == "ada":
+        metrics["Progress/ada_stat"] = ada_stat
+    return new_state, metrics
+
+
 class TrainStep:
     """The compiled training step: ``state, metrics = step(state, batch, iteration)``.
 
-    One jit-compiled variant per combination of the lazy-regularization phases an iteration runs (Dreg, and
-    Greg with path-length regularization), each compiled once on first use: StyleGAN3 uses ``main`` and
-    ``reg`` (Dreg every ``d_reg_interval``), the StyleGAN2 config adds Greg every ``g_reg_interval``. Each is
-    a pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the object picks
-    the variant on the Python side from the iteration number (pass it to avoid reading ``state.step`` back from
-    the device every call), places a host batch on the mesh, and uses ``state.rng`` unless ``rng`` is given.
-    The input state is donated (its buffers are reused) unless ``donate=False``.
+    An iteration runs one jit-compiled main program (Gmain, Greg when due, Dmain, G_ema, ADA) and, every
+    ``d_reg_interval``-th iteration, the Dreg program after it (:func:`dreg_step`: R1 and its D update): the phases
+    one after the other, as the official loop runs them, so that the R1 iterations do not compile a second copy
+    of Gmain and Dmain. Main programs: one for StyleGAN3; two for StyleGAN2 with lazy path-length
+    regularization (with and without Greg, which sits between Gmain and Dmain). Each is compiled once on first
+    use and is a pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the
+    object picks the programs on the Python side from the iteration number (pass it to avoid reading
+    ``state.step`` back from the device every call; it must equal ``state.step``), places a host batch on the
+    mesh, and uses ``state.rng`` unless ``rng`` is given. The input state is donated (its buffers are reused)
+    unless ``donate=False``. ``variant(d_reg, g_reg)`` is the whole iteration as one program instead (the loop
+    before round 10; benchmarks compare the two).
 
     ``batch_per_device`` (default: the config's ``train.batch_per_device``; 0 or None = all of it) splits each
     device's share of the batch into micro-batches of that size, with gradient accumulation inside the step
@@ -449,29 +541,52 @@ class TrainStep:
                                          getattr(D, "mbstd_group_size", None))
         self._donate = donate
         self._variants: dict[tuple[bool, bool], Any] = {}
-        self._compiled: dict[tuple[bool, bool], Any] = {}
+        self._mains: dict[bool, Any] = {}
+        self._dreg: Any = None
+        self._compiled: dict[Any, Any] = {}
+
+    def _jit(self, fn: Any, extra_args: int = 0):
+        rep = replicated(self.mesh)
+        return jax.jit(fn, in_shardings=(rep, self.batch_sharding, rep) + (rep,) * extra_args,
+                       out_shardings=(rep, rep), donate_argnums=(0,) if self._donate else ())
 
     def variant(self, d_reg: bool = False, g_reg: bool = False):
-        """The jitted step that runs Dreg if ``d_reg`` and Greg if ``g_reg`` (compiled on first call)."""
+        """The whole iteration as one jitted program that runs Dreg if ``d_reg`` and Greg if ``g_reg`` (compiled
+        on first call)."""
         key = (bool(d_reg), bool(g_reg))
         if key not in self._variants:
-            rep = replicated(self.mesh)
-            jit = functools.partial(jax.jit, in_shardings=(rep, self.batch_sharding, rep), out_shardings=(rep, rep),
-                                    donate_argnums=(0,) if self._donate else ())
-            self._variants[key] = jit(functools.partial(train_step, self.G, self.D, self.config,
-                                                        micro_rounds=self.micro_rounds, do_reg=key[0],
-                                                        do_g_reg=key[1]))
+            self._variants[key] = self._jit(functools.partial(
+                train_step, self.G, self.D, self.config, micro_rounds=self.micro_rounds, do_reg=key[0],
+                do_g_reg=key[1]))
         return self._variants[key]
 
+    def main_program(self, g_reg: bool = False):
+        """The jitted main program (Gmain, Greg if ``g_reg``, Dmain, G_ema, ADA) of the iterations ``__call__``
+        runs; Dreg, when due, is :meth:`dreg_program` after it."""
+        g_reg = bool(g_reg)
+        if g_reg not in self._mains:
+            self._mains[g_reg] = self._jit(functools.partial(
+                train_step, self.G, self.D, self.config, micro_rounds=self.micro_rounds, do_reg=False,
+                do_g_reg=g_reg, dreg_follows=True))
+        return self._mains[g_reg]
+
+    @property
+    def dreg_program(self):
+        """The jitted Dreg program ``(state, batch, rng, main_finite) -> (state, metrics)`` (:func:`dreg_step`)."""
+        if self._dreg is None:
+            self._dreg = self._jit(functools.partial(dreg_step, self.D, self.config,
+                                                     micro_rounds=self.micro_rounds), extra_args=1)
+        return self._dreg
+
     def variants_between(self, start: int, end: int) -> list[tuple[bool, bool]]:
-        """The (Dreg, Greg) variants iterations ``start .. end - 1`` use."""
+        """The (Dreg, Greg) phase combinations iterations ``start .. end - 1`` run."""
         tc = self.config
         period = math.lcm(tc.d_reg_interval or 1, tc.g_reg_interval or 1)
         its = range(start, min(end, start + period))
         return sorted({(self.wants_reg(i), self.wants_g_reg(i)) for i in its})
 
     def precompile(self, state: TrainState, batch: Any, start: int = 0, end: int | None = None) -> None:
-        """Compile, ahead of time, every variant iterations ``start .. end - 1`` use (all variants when ``end`` is
+        """Compile, ahead of time, every program iterations ``start .. end - 1`` use (all of them when ``end`` is
         None) for this state and a batch of this shape (arrays or ``jax.ShapeDtypeStruct`` with their sharding);
         later calls with matching arguments run the compiled programs without tracing. A multi-process run
         compiles everything before its first collective this way (see ``train.distributed.sync``)."""
@@ -485,18 +600,22 @@ class TrainStep:
                 spec["c"] = jax.ShapeDtypeStruct(spec["c"].shape, jnp.float32, sharding=self.batch_sharding)
         else:
             spec = self.place_batch(batch)
-        for key in self.variants_between(start, end):
-            if key not in self._compiled:
-                self._compiled[key] = self.variant(*key).lower(state, spec, None).compile()
+        combos = self.variants_between(start, end)
+        for g_reg in sorted({g for _, g in combos}):
+            if ("main", g_reg) not in self._compiled:
+                self._compiled["main", g_reg] = self.main_program(g_reg).lower(state, spec, None).compile()
+        if any(d for d, _ in combos) and "dreg" not in self._compiled:
+            flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=replicated(self.mesh))
+            self._compiled["dreg"] = self.dreg_program.lower(state, spec, None, flag).compile()
 
     @property
     def main(self):
-        """Gmain + Dmain."""
+        """Gmain + Dmain as one program."""
         return self.variant(False, False)
 
     @property
     def reg(self):
-        """Gmain + Dmain + Dreg."""
+        """Gmain + Dmain + Dreg as one program."""
         return self.variant(True, False)
 
     def wants_reg(self, iteration: int) -> bool:
@@ -534,12 +653,17 @@ class TrainStep:
                  rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
         if iteration is None:
             iteration = int(jax.device_get(state.step))
-        key = (self.wants_reg(int(iteration)), self.wants_g_reg(int(iteration)))
-        fn = self._compiled.get(key) if rng is None else None
-        fn = fn or self.variant(*key)
+        batch = self.place_batch(batch)
+        g_reg = self.wants_g_reg(int(iteration))
         # rng None (a different pytree, hence its own compilation) reads state.rng inside the step: passing
         # state.rng as an argument too would hand the donated state's key buffer over twice.
-        return fn(state, self.place_batch(batch), rng)
+        fn = (self._compiled.get(("main", g_reg)) if rng is None else None) or self.main_program(g_reg)
+        state, metrics = fn(state, batch, rng)
+        if self.wants_reg(int(iteration)):
+            fn = (self._compiled.get("dreg") if rng is None else None) or self.dreg_program
+            state, reg_metrics = fn(state, batch, rng, metrics["finite"])
+            metrics = {**metrics, **reg_metrics}  # its finite is the iteration's: it includes the main's
+        return state, metrics
 
 
 def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mbstd_group: int | None = None) -> int:
@@ -571,6 +695,7 @@ __all__ = [
     "as_batch_dict",
     "data_sharding",
     "make_mesh",
+    "dreg_step",
     "make_train_step",
     "micro_rounds",
     "maybe_initialize_distributed",
