@@ -245,6 +245,31 @@ tiny_models = _ns["tiny_models"]
 ADA = dict(augment="ada", ada_kimg=0.1, ada_interval=2, d_reg_interval=None, augment_spec="color")
 
 
+def test_dmain_sees_fakes_and_reals_in_one_call_with_their_own_draws():
+    """d_main_loss runs D once over the stacked [fakes, reals] (vmap); the logits are those of two separate D calls,
+    each augmented with its own draws (the phase's D calls 1 and 2)."""
+    from stylegan_jax.losses import LossOptions, _augment_kwargs, d_main_loss, run_discriminator, run_generator
+    from stylegan_jax.train.state import create_train_state
+
+    G, D, tc = tiny_models()
+    state = create_train_state(G, D, tc, jax.random.PRNGKey(0))
+    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    z = jax.random.normal(jax.random.PRNGKey(1), (8, G.z_dim))
+    batch = toy_batch()
+    real, c = jnp.asarray(batch["real"]), jnp.asarray(batch["c"])
+    opts = LossOptions(augment_spec=make_spec("color"))
+    key, p = jax.random.PRNGKey(2), 0.7
+    _, (aux, _) = jax.jit(lambda dp: d_main_loss(G, D, dp, state.G["params"], g_state, real, c, z, c, opts=opts,
+                                                 augment_p=p, augment_rng=key))(state.D["params"])
+    img, _, _ = run_generator(G, state.G["params"], g_state, z, c, update_emas=True)
+    for which, x, name in ((1, img, "fake_logits"), (2, real, "real_logits")):
+        alone = run_discriminator(D, state.D["params"], x, c, **_augment_kwargs(opts, p, key, which))
+        np.testing.assert_allclose(np.asarray(aux[name]), np.asarray(alone), rtol=1e-5, atol=1e-6)
+    # And the draws matter: the reals with the fakes' draws give other logits.
+    other = run_discriminator(D, state.D["params"], real, c, **_augment_kwargs(opts, p, key, 1))
+    assert np.max(np.abs(np.asarray(other) - np.asarray(aux["real_logits"]))) > 1e-4
+
+
 def test_gradients_reach_g_through_augmented_fakes():
     from stylegan_jax.losses import LossOptions, g_main_loss
     from stylegan_jax.train.state import create_train_state

@@ -429,7 +429,7 @@ def _equivariance_fn(names: list[str]) -> Callable[[Run, int], dict[str, float]]
 
 
 def compile_programs(run: Run) -> None:
-    """Compile the step variants and the grid program ahead of time, then meet the other processes: the first
+    """Compile the step's programs and the grid program ahead of time, then meet the other processes: the first
     collective must not start while a slower host is still compiling (gloo waits only 30 s for a peer)."""
     c = run.config
     grid_n = c.log.grid_size**2
