@@ -1,15 +1,15 @@
 """Quickstart: a small StyleGAN3-T on the built-in synthetic shapes at 32x32, trains on a laptop CPU in minutes.
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
-Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-8; README command 1 from a fresh clone:
-12 min 12 s in all, install included, median 22.5 s/kimg): rainbow-coloured crescents and rings at varied positions
-up to ~14 kimg, discs from ~16 kimg; at 28 kimg crisp, shaded discs of every colour at varied positions and sizes on
-the right gradient backgrounds. Shape precision (second classifier, real images ~0.99): below 0.03 up to 14 kimg,
-0.52 at 20, 0.73 at 24 and 0.80 at 28 kimg, all of it circles. Squares and triangles do not appear, not even with
-conditional training (G draws discs for every label at this size and length, round 8), and D separates reals from
-fakes by the fakes' artifacts rather than by their shape (benchmarks/discriminator_probe.py). The curve is seed
-0's: train.seed 1 and 2 reached 0.49 and 0.44 at 28 kimg, and changing only how one gradient is rounded gave
-0.76 (round 9).
+Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-10; README command 1 from a fresh clone:
+12 min 12 s in all in round 8, install included, median 22.5 s/kimg): blobs and rainbow-coloured crescents at varied
+positions up to ~16 kimg, then discs; at 28 kimg crisp, shaded discs of every colour at varied positions and sizes
+on the right gradient backgrounds. Shape precision (second classifier, real images ~0.99), round 10's code: below
+0.06 up to 16 kimg, 0.29 at 20, 0.58 at 24 and 0.75 at 28 kimg, all of it circles. Squares and triangles do not
+appear, not even with conditional training (G draws discs for every label at this size and length, round 8), and D
+separates reals from fakes by the fakes' artifacts rather than by their shape (benchmarks/discriminator_probe.py).
+The curve is seed 0's: train.seed 1 and 2 reached 0.48 and 0.67 at 28 kimg (mean of the three 0.63), and the same
+seeds with round 9's code (other rounding, same math) 0.80 / 0.49 / 0.44.
 
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
@@ -47,7 +47,8 @@ def get_config():
     # Batch 4 (one minibatch-stddev group of 4): 250 G and D updates per kimg, against 125 at batch 8 (round 6) and
     # 62.5 at batch 16 (the first quickstart). Updates, not images, are what the quickstart is short of: at batch 8
     # the shape precision was 0.33 at 30 kimg, at batch 4 0.82 (round 7, BENCHMARKS.md), for ~1.3x the time per kimg.
-    # 28 kimg: where this config reaches 0.80 (round 7's quickstart peaked at 32 kimg and fell in a longer run).
+    # 28 kimg: near the peak of its curve (0.75 for seed 0, mean 0.63 over seeds 0-2 in round 10; round 7's quickstart
+    # peaked at 32 kimg and fell in a longer run).
     c.train.batch_size = 4
     c.train.total_kimg = 28
     # Learning rates 2x the official (G 0.0025, D 0.002): with so few updates, FID in the shape classifier's features
