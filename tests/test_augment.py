@@ -245,6 +245,8 @@ tiny_models = _ns["tiny_models"]
 ADA = dict(augment="ada", ada_kimg=0.1, ada_interval=2, d_reg_interval=None, augment_spec="color")
 
 
+# Slow (~1 min: the tiny networks run op by op): the default suite is at its 10-minute budget.
+@pytest.mark.slow
 def test_dmain_sees_fakes_and_reals_in_one_call_with_their_own_draws():
     """d_main_loss runs D once over the stacked [fakes, reals] (vmap); the logits are those of two separate D calls,
     each augmented with its own draws (the phase's D calls 1 and 2)."""
@@ -331,6 +333,7 @@ def test_p_follows_the_official_rule(ada_run):
     assert p > 0  # D overfits the fixed batch: its real-sign statistic is above the target, p rises
 
 
+@pytest.mark.slow  # compiles the one-program iteration besides the loop's two programs
 def test_ada_with_dreg_as_its_own_program_equals_one_program(ada_run):
     """The loop runs Dreg as a program after the main one, which defers the adjustment of p to it: p, the sign
     accumulator and the weights follow the whole iteration as one program (``variant``), to float rounding."""
