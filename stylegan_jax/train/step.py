@@ -32,9 +32,11 @@ inputs (StyleGAN2) draw fresh per-pixel noise in each phase (``losses.noise_key`
 ``batch['gen_c']`` if given, else a random permutation of the batch's labels per phase (the official code
 draws them from the dataset's label distribution).
 
-Non-finite values: if any loss, gradient or updated weight of the iteration is NaN/inf, no part of the update
-is applied (every leaf of the returned state equals the input's) and ``metrics['finite']`` is False. The
-official loop instead replaces NaN gradients by 0 and infinities by +-1e5 and carries on.
+Non-finite values: if any loss, gradient or updated weight of a program is NaN/inf, no part of its update is
+applied (every leaf of the returned state equals the input's) and ``metrics['finite']`` is False. For the main
+program that means the whole iteration (the Dreg program after it applies nothing either); a non-finite Dreg
+alone leaves the main phases' update in place, as the official loop's separate phase steps would. The official
+loop instead replaces NaN gradients by 0 and infinities by +-1e5 and carries on.
 
 Programs: :class:`TrainStep` runs an iteration as its main program (:func:`train_step` with ``do_reg=False``:
 Gmain, Greg when due, Dmain, G_ema, ADA) and, on Dreg iterations, the Dreg program (:func:`dreg_step`) after it,
