@@ -2,7 +2,7 @@
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
 Measured (2026-12-06, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-10; README command 1 from a fresh clone:
-12 min 12 s in all in round 8, install included, median 22.5 s/kimg): blobs and rainbow-coloured crescents at varied
+11 min 17 s in all in round 10, install included, median 21.9 s/kimg): blobs and rainbow-coloured crescents at varied
 positions up to ~16 kimg, then discs; at 28 kimg crisp, shaded discs of every colour at varied positions and sizes
 on the right gradient backgrounds. Shape precision (second classifier, real images ~0.99), round 10's code: below
 0.06 up to 16 kimg, 0.29 at 20, 0.58 at 24 and 0.75 at 28 kimg, all of it circles. Squares and triangles do not
