@@ -204,6 +204,35 @@ def value_and_grad_micro(loss_fn: Any, params: Any, inputs: Any, rounds: int, me
     return (loss / rounds, aux), jax.tree.map(lambda g: g / rounds, grads)
 
 
+def _r1_update(D: nn.Module, tc: TrainConfig, opts: Any, d_tx: Any, d_params: Any, d_opt_state: Any,
+               inputs: Mapping[str, jnp.ndarray], aug: Mapping[str, Any], blur_sigma: jnp.ndarray, rounds: int):
+    """The Dreg phase: R1 on ``inputs`` (``real``, ``real_c``, ``index``) times the lazy interval (the official
+    gain), and its D Adam step. Returns ``(d_params, d_opt_state, loss, aux, grads)``."""
+    gain = float(tc.d_reg_interval or 1)
+
+    def reg_loss(p, mb, r):
+        loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **aug,
+                               augment_index=mb["index"])
+        return loss * gain, aux
+
+    (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, inputs, rounds)
+    r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
+    return optax.apply_updates(d_params, r_updates), d_opt_state, loss_r, r_aux, r_grads
+
+
+def _ada_update(tc: TrainConfig, n: int, state: TrainState, real_logits: list[jnp.ndarray], adjust_now: jnp.ndarray):
+    """ADA: add the signs of these real logits to the state's accumulator; where ``adjust_now``, move ``p`` by
+    ``sign(mean_sign - ada_target) * n * ada_interval / (ada_kimg * 1000)`` (at least 0) and restart the
+    accumulator. Returns ``(ada_p, sign_sum, sign_count, ada_stat)``."""
+    signs = [jnp.sign(x) for x in real_logits]
+    sign_sum = state.ada_sign_sum + sum(jnp.sum(x.astype(jnp.float32)) for x in signs)
+    sign_count = state.ada_sign_count + float(sum(x.size for x in signs))
+    ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
+    adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
+    ada_p = jnp.where(adjust_now, jnp.maximum(state.ada_p + adjust, 0.0), state.ada_p)
+    return ada_p, jnp.where(adjust_now, 0.0, sign_sum), jnp.where(adjust_now, 0.0, sign_count), ada_stat
+
+
 def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[str, jnp.ndarray],
                rng: jax.Array | None, do_reg: bool, do_g_reg: bool = False, micro_rounds: int = 1,
                dreg_follows: bool = False) -> tuple[TrainState, dict[str, jnp.ndarray]]:
@@ -346,16 +375,9 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     finite_terms += [loss_d, d_grads]
     last_r1, last_r1_grad_norm = state.last_r1, state.last_r1_grad_norm
     if do_reg:
-        gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
-
-        def reg_loss(p, mb, r):
-            loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **raug(mb))
-            return loss * gain, aux
-
         r_in = {"real": real, "real_c": real_c, "index": index}
-        (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, r_in, rounds)
-        r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
-        d_params = optax.apply_updates(d_params, r_updates)
+        d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, d_params, d_opt_state, r_in,
+                                                                    aug, blur_sigma, rounds)
         last_r1 = jnp.mean(r_aux["r1_penalty"])
         last_r1_grad_norm = global_norm(r_grads)
         finite_terms += [loss_r, r_grads]
@@ -363,17 +385,11 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     # ADA: accumulate the signs of the real logits (official Loss/signs/real of Dmain and Dreg), adjust p.
     ada_p, sign_sum, sign_count = state.ada_p, state.ada_sign_sum, state.ada_sign_count
     if tc.augment == "ada":
-        signs = [jnp.sign(d_aux["real_logits"])] + ([jnp.sign(r_aux["real_logits"])] if do_reg else [])
-        sign_sum = sign_sum + sum(jnp.sum(x.astype(jnp.float32)) for x in signs)
-        sign_count = sign_count + float(sum(x.size for x in signs))
         adjust_now = (state.step + 1) % tc.ada_interval == 0
         if dreg_follows:
             adjust_now = adjust_now & ~_dreg_due(tc, state.step)
-        ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
-        adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
-        ada_p = jnp.where(adjust_now, jnp.maximum(ada_p + adjust, 0.0), ada_p)
-        sign_sum = jnp.where(adjust_now, 0.0, sign_sum)
-        sign_count = jnp.where(adjust_now, 0.0, sign_count)
+        logits = [d_aux["real_logits"]] + ([r_aux["real_logits"]] if do_reg else [])
+        ada_p, sign_sum, sign_count, ada_stat = _ada_update(tc, n, state, logits, adjust_now)
 
     # G_ema.
     ema_nimg = tc.resolved_ema_kimg * 1000
@@ -460,32 +476,18 @@ def dreg_step(D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[s
     real_c = batch["c"].astype(jnp.float32)
     n = real.shape[0]
     blur_sigma = blur_sigma_schedule(opts, (state.nimg - n).astype(jnp.float32))  # cur_nimg of that iteration
-    d_params = state.D["params"]
-    gain = float(tc.d_reg_interval or 1)  # official: the phase loss times its interval
-
-    def reg_loss(p, mb, r):
-        loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma,
-                               **aug, augment_index=mb["index"])
-        return loss * gain, aux
-
     r_in = {"real": real, "real_c": real_c, "index": jnp.arange(n, dtype=jnp.uint32)}
-    (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, r_in, int(micro_rounds))
-    r_updates, d_opt_state = d_tx.update(r_grads, state.d_opt_state, d_params)
-    d_params = optax.apply_updates(d_params, r_updates)
+    d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, state.D["params"],
+                                                                state.d_opt_state, r_in, aug, blur_sigma,
+                                                                int(micro_rounds))
     last_r1 = jnp.mean(r_aux["r1_penalty"])
     last_r1_grad_norm = global_norm(r_grads)
 
     ada_p, sign_sum, sign_count = state.ada_p, state.ada_sign_sum, state.ada_sign_count
     if tc.augment == "ada":
-        signs = jnp.sign(r_aux["real_logits"]).astype(jnp.float32)
-        sign_sum = sign_sum + jnp.sum(signs)
-        sign_count = sign_count + float(signs.size)
-        adjust_now = state.step % tc.ada_interval == 0  # the official batch_idx % ada_interval after the increment
-        ada_stat = sign_sum / jnp.maximum(sign_count, 1.0)
-        adjust = jnp.sign(ada_stat - tc.ada_target) * (n * tc.ada_interval / (tc.ada_kimg * 1000))
-        ada_p = jnp.where(adjust_now, jnp.maximum(ada_p + adjust, 0.0), ada_p)
-        sign_sum = jnp.where(adjust_now, 0.0, sign_sum)
-        sign_count = jnp.where(adjust_now, 0.0, sign_count)
+        # The official batch_idx % ada_interval after the increment: state.step is already past this iteration.
+        ada_p, sign_sum, sign_count, ada_stat = _ada_update(tc, n, state, [r_aux["real_logits"]],
+                                                            state.step % tc.ada_interval == 0)
 
     finite = _all_finite(loss_r, r_grads, d_params) & main_finite
     new_state = state.replace(
