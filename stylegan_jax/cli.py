@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None, **context: Any) -> int:
     ``function_cache`` (a :class:`stylegan_jax.apis.sampling.FunctionCache`) lets repeated ``generate`` /
     ``project`` calls in one process (a notebook, the tests) reuse the functions compiled for one architecture.
     """
-    if argv is None:  # run as a program (not called from Python): enable huge pages for XLA's buffers
-        from stylegan_jax.utils.runtime import maybe_reexec_with_hugepages
+    if argv is None:  # run as a program (not called from Python): huge pages for XLA's buffers, compile cache
+        from stylegan_jax.utils.runtime import enable_compile_cache, maybe_reexec_with_hugepages
 
         maybe_reexec_with_hugepages()
+        enable_compile_cache()
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="stylegan-jax", description="StyleGAN3 (and the StyleGAN2 baseline) in JAX/Flax")
     sub = ap.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")

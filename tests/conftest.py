@@ -40,6 +40,9 @@ def load_fixture():
 
 def pytest_configure(config):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # The command line's default compile cache lives in the user's home: the CLI subprocesses of the tests use the
+    # session's cache_dir (JAX_COMPILATION_CACHE_DIR) where they ask for one, and none otherwise.
+    os.environ.setdefault("STYLEGAN_JAX_COMPILE_CACHE", "off")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

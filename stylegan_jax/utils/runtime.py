@@ -1,4 +1,4 @@
-"""Process-level performance settings.
+"""Process-level performance settings: huge pages for XLA's buffers, and the persistent compilation cache.
 
 XLA on CPU allocates its large buffers afresh in every call, and the kernel zero-fills each new
 4 KiB page on first touch; for StyleGAN3 at 256px that is several GB of page faults per forward
@@ -41,3 +41,44 @@ def maybe_reexec_with_hugepages() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+COMPILE_CACHE_ENV = "STYLEGAN_JAX_COMPILE_CACHE"
+# JAX evicts the least recently used entries beyond this (bytes); a train step of the design config is ~10-40 MB.
+COMPILE_CACHE_MAX_BYTES = 4 << 30
+
+
+def default_compile_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/stylegan-jax/xla`` (``~/.cache/stylegan-jax/xla`` when XDG_CACHE_HOME is unset)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "stylegan-jax", "xla")
+
+
+def enable_compile_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache for this process (and the processes it starts) by environment,
+    before JAX is imported; returns the directory, or None when it stays off.
+
+    The command line calls this so that a second ``train`` of the same config (a resumed run), ``generate`` or
+    ``project`` loads the compiled programs instead of compiling them again (tens of seconds for a train step on a
+    CPU). The user's choice wins: ``JAX_COMPILATION_CACHE_DIR`` set means JAX already uses that directory;
+    ``STYLEGAN_JAX_COMPILE_CACHE=off`` (or ``0``) disables it; any other value of ``STYLEGAN_JAX_COMPILE_CACHE`` is the
+    directory to use instead of :func:`default_compile_cache_dir`. The cache is bounded (least recently used entries
+    evicted beyond :data:`COMPILE_CACHE_MAX_BYTES`, unless ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise). An
+    entry from another machine type is rejected by XLA's loader and compiled afresh; a directory that cannot be
+    created leaves the cache off.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    choice = os.environ.get(COMPILE_CACHE_ENV, "").strip()
+    if choice.lower() in ("off", "0", "false", "no", "none"):
+        return None
+    path = os.path.abspath(os.path.expanduser(choice)) if choice else default_compile_cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(path, os.W_OK):
+        return None
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILE_CACHE_MAX_BYTES))
+    return path
