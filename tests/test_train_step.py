@@ -96,6 +96,22 @@ def test_each_program_compiles_once(setup, first_steps):
     assert step.main._cache_size() == step.reg._cache_size() == 0  # the one-program iterations were not needed
 
 
+def test_precompile_compiles_every_program_ahead_and_the_calls_use_them(setup, first_steps):
+    """``precompile`` (the loop's start: Dreg and main compiled in worker threads, overlapping) leaves nothing to
+    trace at the calls, and the iterations are those of the step compiled on first call, bit for bit."""
+    G, D, tc, state, _ = setup
+    step = make_train_step(G, D, tc, make_mesh(), donate=False)
+    batch = toy_batch()
+    step.precompile(state, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32,
+                                                                       sharding=step.batch_sharding), batch))
+    assert set(step._compiled) == {("main", False), "dreg"}
+    states, _ = first_steps
+    for i in range(5):
+        state, _ = step(state, batch, iteration=i)
+        assert identical(state, states[i + 1]), i
+    assert step.main_program(False)._cache_size() == step.dreg_program._cache_size() == 0  # nothing traced
+
+
 def test_main_then_dreg_equals_the_one_program_iteration(setup, first_steps):
     """The loop's main program followed (at 0 and 4) by the Dreg program gives the states and metrics of the
     whole iteration as one program (``variant``), to float rounding: the same phases, draws and updates."""
