@@ -63,6 +63,31 @@ def test_design_lowpass_filter_matches_official(ops, i):
     np.testing.assert_allclose(f, ops[f"lowpass/{i}/f"], atol=1e-7, rtol=1e-6)
 
 
+def test_kaiser_lowpass_equals_scipy_firwin_over_the_layer_schedules():
+    """Our NumPy Kaiser design (no scipy.signal import at run time) is scipy.signal.firwin's filter: every
+    (numtaps, cutoff, width, fs) the StyleGAN3 schedules use at 16-1024 px, T and R, and the quickstart's."""
+    scipy_signal = pytest.importorskip("scipy.signal")
+    from stylegan_jax.networks.stylegan3 import synthesis_schedule
+    from stylegan_jax.ops.lowpass import kaiser_beta, kaiser_lowpass
+
+    designs = set()
+    for res in (16, 32, 64, 128, 256, 512, 1024):
+        for layers, margin in ((14, 10), (6, 4)):
+            for spec in synthesis_schedule(res, 3, num_layers=layers, margin_size=margin).layers:
+                for taps, cutoff, half_width in ((spec.up_taps, spec.in_cutoff, spec.in_half_width),
+                                                 (spec.down_taps, spec.out_cutoff, spec.out_half_width)):
+                    if taps > 1:
+                        designs.add((taps, float(cutoff), float(half_width * 2), float(spec.tmp_sampling_rate)))
+    assert len(designs) > 50
+    for taps, cutoff, width, fs in sorted(designs):
+        expected = scipy_signal.firwin(numtaps=taps, cutoff=cutoff, width=width, fs=fs)
+        np.testing.assert_allclose(kaiser_lowpass(taps, cutoff, width, fs), expected, rtol=0, atol=1e-15)
+    for attenuation in (0.0, 10.0, 21.0, 21.5, 35.0, 50.0, 50.5, 80.0):
+        assert kaiser_beta(attenuation) == pytest.approx(scipy_signal.kaiser_beta(attenuation), abs=1e-13)
+    with pytest.raises(ValueError, match="cutoff"):
+        kaiser_lowpass(8, 9.0, 2.0, 16)
+
+
 def test_identity_filter_is_none():
     assert design_lowpass_filter(1, 2.0, 1.0, 16) is None
 
