@@ -96,6 +96,7 @@ def test_each_program_compiles_once(setup, first_steps):
     assert step.main._cache_size() == step.reg._cache_size() == 0  # the one-program iterations were not needed
 
 
+@pytest.mark.slow  # ~40 s of compiles; the default suite is at its 10-minute budget
 def test_precompile_compiles_every_program_ahead_and_the_calls_use_them(setup, first_steps):
     """``precompile`` (the loop's start: Dreg and main compiled in worker threads, overlapping) leaves nothing to
     trace at the calls, and the iterations are those of the step compiled on first call, bit for bit."""
