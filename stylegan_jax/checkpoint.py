@@ -123,15 +123,19 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
                 if missing:
                     raise CheckpointError(f"{directory}/{step}: checkpoint state has no {missing[0]!r} entry "
                                           f"(has {sorted(stored)})")
-                stored = {k: stored[k] for k in entries}
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
-            if entries is None:
-                restore = ocp.args.StandardRestore(abstract)
-            else:  # a subset of the saved tree: the other entries' files are not read
-                restore = ocp.args.PyTreeRestore(item=abstract, partial_restore=True,
-                                                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))
+            restore = ocp.args.StandardRestore(abstract)
+            if entries is not None:
+                abstract = {k: abstract[k] for k in entries}
+                try:  # a subset of the saved tree: the other entries' files are not read
+                    restore = ocp.args.PyTreeRestore(item=abstract, partial_restore=True,
+                                                     restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))
+                except TypeError:  # an orbax without partial restore: read everything, keep what was asked for
+                    pass
             state = manager.restore(step, args=ocp.args.Composite(state=restore))["state"]
+            if entries is not None:
+                state = {k: state[k] for k in entries}
     except CheckpointError:
         raise
     except Exception as e:
