@@ -9,6 +9,7 @@ at process start, so command-line entry points re-execute themselves once with t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -44,7 +45,7 @@ def maybe_reexec_with_hugepages() -> None:
 
 
 COMPILE_CACHE_ENV = "STYLEGAN_JAX_COMPILE_CACHE"
-# JAX evicts the least recently used entries beyond this (bytes); a train step of the design config is ~10-40 MB.
+# JAX evicts the least recently used entries beyond this many bytes (the quickstart's programs take ~2 MB).
 COMPILE_CACHE_MAX_BYTES = 4 << 30
 
 
@@ -65,7 +66,7 @@ def enable_compile_cache() -> str | None:
     directory to use instead of :func:`default_compile_cache_dir`. The cache is bounded (least recently used entries
     evicted beyond :data:`COMPILE_CACHE_MAX_BYTES`, unless ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise). An
     entry from another machine type is rejected by XLA's loader and compiled afresh; a directory that cannot be
-    created leaves the cache off.
+    created, or a missing ``filelock`` package (which JAX's bounded cache needs), leaves the cache off.
     """
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
@@ -78,6 +79,8 @@ def enable_compile_cache() -> str | None:
     except OSError:
         return None
     if not os.access(path, os.W_OK):
+        return None
+    if importlib.util.find_spec("filelock") is None:  # JAX's size-bounded cache locks with it (a dependency)
         return None
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILE_CACHE_MAX_BYTES))
