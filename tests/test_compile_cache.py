@@ -53,6 +53,7 @@ def test_a_directory_that_cannot_be_made_leaves_it_off(clean_env, tmp_path):
     assert runtime.enable_compile_cache() is None and "JAX_COMPILATION_CACHE_DIR" not in os.environ
 
 
+@pytest.mark.slow  # two OS processes (~20 s): the default suite is at its 10-minute budget
 def test_a_second_generate_process_loads_what_the_first_compiled(tmp_path, ckpt):  # noqa: F811
     cache = tmp_path / "xla"
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
