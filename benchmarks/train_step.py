@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     s_reg = timings["reg+greg" if sg2 else "reg"][2]
     compile_main = timings["main"][0]
     compile_reg = timings["reg+greg" if sg2 else "reg"][0]
-    compile_total = sum(v[0] for v in timings.values())  # each first call compiled what it newly needed
-    if precompile_s is not None:  # the first calls found their programs compiled: what remains is run-time noise
-        compile_total = precompile_s
+    # Each first call compiled what it newly needed; after --precompile they found their programs compiled (what
+    # their figures show is run time: the first execution's excess and noise).
+    compile_total = sum(v[0] for v in timings.values()) if precompile_s is None else precompile_s
     img_s = args.batch / s_iter
     backend = jax.default_backend()
     kind = str(devices[0].device_kind)

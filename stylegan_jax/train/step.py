@@ -606,19 +606,18 @@ class TrainStep:
         else:
             spec = self.place_batch(batch)
         combos = self.variants_between(start, end)
-        todo = []  # (key, lower): Dreg first, its lowering is the shortest
+        todo = []  # (key, program, arguments): Dreg first, its lowering is the shortest
         if any(d for d, _ in combos) and "dreg" not in self._compiled:
             flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=replicated(self.mesh))
-            todo.append(("dreg", lambda: self.dreg_program.lower(state, spec, None, flag)))
+            todo.append(("dreg", self.dreg_program, (state, spec, None, flag)))
         for g_reg in sorted({g for _, g in combos}):
             if ("main", g_reg) not in self._compiled:
-                todo.append((("main", g_reg), functools.partial(
-                    lambda g: self.main_program(g).lower(state, spec, None), g_reg)))
+                todo.append((("main", g_reg), self.main_program(g_reg), (state, spec, None)))
         # Tracing and lowering run here, one program after the other (Python); each XLA compile runs in a worker
         # thread as soon as its program is lowered, so that the Dreg program compiles while the main program is
         # still being traced, and two compiles overlap (XLA releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [(key, pool.submit(lower().compile)) for key, lower in todo]
+            futures = [(key, pool.submit(program.lower(*args).compile)) for key, program, args in todo]
             for key, future in futures:
                 self._compiled[key] = future.result()
 
