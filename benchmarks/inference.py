@@ -14,6 +14,9 @@ Usage::
 
 Reported per backend and batch: median / p90 / min latency of one batched call, images/s (batch / median),
 compile or session-creation time, peak RSS of the worker process (MiB) and its RSS once the model is loaded.
+
+Resolution 32 or more: the serving path embeds the 32-bit provenance watermark, which a 16x16 image cannot carry
+(the ONNX worker stops with that error, as ``InferenceSession`` does for such a model).
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def test_d_loss_on_fixed_batch_goes_down(setup):
 @pytest.mark.parametrize("iteration", [0, 1], ids=["with-reg", "without-reg"])
 def test_nan_in_batch_leaves_state_unchanged(setup, first_steps, iteration):
     step = setup[4]
-    state = first_steps[0][2]
+    state = first_steps[0][iteration]  # the state at that step (the step checks that they agree)
     before = host(state)
     batch = toy_batch()
     batch["real"][3, 0, 2, 5] = np.nan
@@ -208,9 +208,31 @@ def test_nan_in_params_leaves_state_unchanged(setup, first_steps):
     d_params["b8"]["conv0"]["bias"] = d_params["b8"]["conv0"]["bias"].at[0].set(jnp.inf)
     bad = state.replace(D={"params": d_params})
     before = host(bad)
-    new_state, metrics = step(bad, toy_batch(), iteration=1)
+    new_state, metrics = step(bad, toy_batch(), iteration=2)
     assert not bool(metrics["finite"])
     assert identical(new_state, before)
+
+
+def test_iteration_must_be_the_states_step(setup, first_steps, monkeypatch):
+    """The Python side picks the phases from ``iteration`` while the programs key their draws (and ADA's deferral)
+    on ``state.step``: a call whose iteration is not the state's step is refused, naming both; a call that
+    continues from the state the last call returned, with the next iteration, is trusted without a device read."""
+    G, D, tc, _, _ = setup
+    states, _ = first_steps
+    step = make_train_step(G, D, tc, make_mesh(), donate=False)
+    with pytest.raises(ValueError, match=r"iteration=5 but the state is at step 2"):
+        step(states[2], toy_batch(), iteration=5)
+    state, _ = step(states[2], toy_batch(), iteration=2)  # checked with one read, then remembered
+    reads = []
+    real_get = jax.device_get
+    monkeypatch.setattr(jax, "device_get", lambda x: reads.append(x) or real_get(x))
+    state, _ = step(state, toy_batch(), iteration=3)
+    assert reads == []
+    with pytest.raises(ValueError, match=r"iteration=3 but the state is at step 4"):
+        step(state, toy_batch(), iteration=3)  # the same iteration again: not a continuation
+    assert len(reads) == 1
+    monkeypatch.undo()
+    assert identical(state, states[4])
 
 
 # ---- (a) 1 device vs 4 / 8 devices -----------------------------------------------------------------------------

@@ -444,8 +444,10 @@ def compile_programs(run: Run) -> None:
     grid = jax.jit(lambda v, z, c_: run.G.apply(v, z, c_, c.log.grid_psi, noise_mode="const"),
                    in_shardings=(replicated, in_sharding, None if labels is None else in_sharding),
                    out_shardings=replicated)
-    run.grid_fn = grid.lower(run.state.G_ema, *run.grid_inputs).compile()
-    run.step_fn.precompile(run.state, next_batch_spec(run), run.start_step, run.end_step)
+    # The grid program compiles in the step's worker threads, alongside the step's programs.
+    compiled = run.step_fn.precompile(run.state, next_batch_spec(run), run.start_step, run.end_step,
+                                      also={"grid": (grid, (run.state.G_ema, *run.grid_inputs))})
+    run.grid_fn = compiled["grid"]
     distributed.sync("compiled")
     run.tick_start, run.tick_start_step = time.perf_counter(), run.step  # the first tick's timing without compiles
 

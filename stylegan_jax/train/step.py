@@ -519,7 +519,8 @@ class TrainStep:
     regularization (with and without Greg, which sits between Gmain and Dmain). Each is compiled once on first
     use and is a pure ``(state, batch, rng) -> (state, metrics)`` (``rng=None``: ``state.rng``). Calling the
     object picks the programs on the Python side from the iteration number (pass it to avoid reading
-    ``state.step`` back from the device every call; it must equal ``state.step``), places a host batch on the
+    ``state.step`` back from the device every call; it must equal ``state.step``, which is checked without a
+    device read when a call continues from the state the last one returned), places a host batch on the
     mesh, and uses ``state.rng`` unless ``rng`` is given. The input state is donated (its buffers are reused)
     unless ``donate=False``. ``variant(d_reg, g_reg)`` is the whole iteration as one program instead (the loop
     before round 10; benchmarks compare the two).
@@ -549,6 +550,9 @@ class TrainStep:
         self._mains: dict[bool, Any] = {}
         self._dreg: Any = None
         self._compiled: dict[Any, Any] = {}
+        # (the step counter array of the last state returned, its iteration): a call that continues from that
+        # state with the next iteration needs no device read to check ``iteration``.
+        self._last: tuple[Any, int] | None = None
 
     def _jit(self, fn: Any, extra_args: int = 0):
         rep = replicated(self.mesh)
@@ -590,36 +594,45 @@ class TrainStep:
         its = range(start, min(end, start + period))
         return sorted({(self.wants_reg(i), self.wants_g_reg(i)) for i in its})
 
-    def precompile(self, state: TrainState, batch: Any, start: int = 0, end: int | None = None) -> None:
+    def precompile(self, state: TrainState, batch: Any, start: int = 0, end: int | None = None,
+                   also: Mapping[str, tuple[Any, tuple]] | None = None) -> dict[str, Any]:
         """Compile, ahead of time, every program iterations ``start .. end - 1`` use (all of them when ``end`` is
         None) for this state and a batch of this shape (arrays or ``jax.ShapeDtypeStruct`` with their sharding);
         later calls with matching arguments run the compiled programs without tracing. A multi-process run
-        compiles everything before its first collective this way (see ``train.distributed.sync``)."""
+        compiles everything before its first collective this way (see ``train.distributed.sync``).
+
+        ``also``: other programs to compile in the same worker threads, ``{name: (jitted function, arguments)}``
+        (the training loop's sample grid); returns ``{name: compiled}`` for them."""
         end = start + 10**9 if end is None else end
-        if end <= start:
-            return
-        batch = as_batch_dict(batch)
-        if isinstance(batch["real"], jax.ShapeDtypeStruct):
-            spec = dict(batch)
-            if spec["c"].shape[1:] == (0,) and not isinstance(spec["c"], jax.ShapeDtypeStruct):
-                spec["c"] = jax.ShapeDtypeStruct(spec["c"].shape, jnp.float32, sharding=self.batch_sharding)
-        else:
-            spec = self.place_batch(batch)
-        combos = self.variants_between(start, end)
-        todo = []  # (key, program, arguments): Dreg first, its lowering is the shortest
-        if any(d for d, _ in combos) and "dreg" not in self._compiled:
-            flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=replicated(self.mesh))
-            todo.append(("dreg", self.dreg_program, (state, spec, None, flag)))
-        for g_reg in sorted({g for _, g in combos}):
-            if ("main", g_reg) not in self._compiled:
-                todo.append((("main", g_reg), self.main_program(g_reg), (state, spec, None)))
+        combos = self.variants_between(start, end) if end > start else []
+        # (key, program, arguments), in the order they are lowered: the other programs and Dreg first (their
+        # lowerings are short), so that they compile while the main program is still being traced.
+        todo = [(("also", name), program, args) for name, (program, args) in (also or {}).items()]
+        if combos:
+            batch = as_batch_dict(batch)
+            if isinstance(batch["real"], jax.ShapeDtypeStruct):
+                spec = dict(batch)
+                if spec["c"].shape[1:] == (0,) and not isinstance(spec["c"], jax.ShapeDtypeStruct):
+                    spec["c"] = jax.ShapeDtypeStruct(spec["c"].shape, jnp.float32, sharding=self.batch_sharding)
+            else:
+                spec = self.place_batch(batch)
+            if any(d for d, _ in combos) and "dreg" not in self._compiled:
+                flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=replicated(self.mesh))
+                todo.append(("dreg", self.dreg_program, (state, spec, None, flag)))
+            for g_reg in sorted({g for _, g in combos}):
+                if ("main", g_reg) not in self._compiled:
+                    todo.append((("main", g_reg), self.main_program(g_reg), (state, spec, None)))
         # Tracing and lowering run here, one program after the other (Python); each XLA compile runs in a worker
-        # thread as soon as its program is lowered, so that the Dreg program compiles while the main program is
-        # still being traced, and two compiles overlap (XLA releases the GIL).
+        # thread as soon as its program is lowered, and two compiles overlap (XLA releases the GIL).
+        extra = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             futures = [(key, pool.submit(program.lower(*args).compile)) for key, program, args in todo]
             for key, future in futures:
-                self._compiled[key] = future.result()
+                if key[0] == "also":
+                    extra[key[1]] = future.result()
+                else:
+                    self._compiled[key] = future.result()
+        return extra
 
     @property
     def main(self):
@@ -664,19 +677,41 @@ class TrainStep:
 
     def __call__(self, state: TrainState, batch: Any, iteration: int | None = None,
                  rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-        if iteration is None:
-            iteration = int(jax.device_get(state.step))
+        iteration = self._checked_iteration(state, iteration)
+        state, metrics = self.run_phases(state, batch, self.wants_reg(iteration), self.wants_g_reg(iteration), rng)
+        self._last = (state.step, iteration + 1)
+        return state, metrics
+
+    def run_phases(self, state: TrainState, batch: Any, d_reg: bool, g_reg: bool = False,
+                   rng: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One iteration with the phases given instead of those of ``state.step``: the main program (with Greg if
+        ``g_reg``), then the Dreg program if ``d_reg``. For benchmarks that time one phase combination again and
+        again; training calls the object, which takes the phases from the iteration."""
         batch = self.place_batch(batch)
-        g_reg = self.wants_g_reg(int(iteration))
         # rng None (a different pytree, hence its own compilation) reads state.rng inside the step: passing
         # state.rng as an argument too would hand the donated state's key buffer over twice.
-        fn = (self._compiled.get(("main", g_reg)) if rng is None else None) or self.main_program(g_reg)
+        fn = (self._compiled.get(("main", bool(g_reg))) if rng is None else None) or self.main_program(g_reg)
         state, metrics = fn(state, batch, rng)
-        if self.wants_reg(int(iteration)):
+        if d_reg:
             fn = (self._compiled.get("dreg") if rng is None else None) or self.dreg_program
             state, reg_metrics = fn(state, batch, rng, metrics["finite"])
             metrics = {**metrics, **reg_metrics}  # its finite is the iteration's: it includes the main's
         return state, metrics
+
+    def _checked_iteration(self, state: TrainState, iteration: int | None) -> int:
+        """``iteration`` (read from ``state.step`` when None), checked against the state: the programs decide on
+        the device from ``state.step`` (R1 keys, ADA's deferral to the Dreg program) what the Python side decides
+        from ``iteration`` (whether to run Dreg), so the two must agree. Continuing from the state the last call
+        returned with the next iteration is trusted (no device read); any other call reads ``state.step`` once."""
+        if iteration is not None:
+            iteration = int(iteration)
+            if self._last is not None and state.step is self._last[0] and iteration == self._last[1]:
+                return iteration
+        step = int(jax.device_get(state.step))
+        if iteration is not None and iteration != step:
+            raise ValueError(f"iteration={iteration} but the state is at step {step}: pass the state's own step "
+                             f"(or iteration=None to read it)")
+        return step
 
 
 def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mbstd_group: int | None = None) -> int:
