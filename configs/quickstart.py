@@ -2,7 +2,7 @@
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
 Measured (2026-12-06/07, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-11; README command 1 from a fresh
-clone: 10 min 25 s in all in round 11, install included, median 19.7 s/kimg; 11 min 17 s in round 10): blobs and
+clone: 10 min 18 s in all in round 12, install included, median 19.2 s/kimg; 10 min 25 s in round 11): blobs and
 rainbow-coloured crescents at varied positions up to ~16 kimg, then discs; at 28 kimg crisp, shaded discs of every
 colour at varied positions and sizes on the right gradient backgrounds. Shape precision (second classifier, real
 images ~0.99), rounds 10-11's code: below 0.06 up to 16 kimg, 0.29 at 20, 0.58 at 24 and 0.75 at 28 kimg, all of it
