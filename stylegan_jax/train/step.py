@@ -605,9 +605,11 @@ class TrainStep:
         (the training loop's sample grid); returns ``{name: compiled}`` for them."""
         end = start + 10**9 if end is None else end
         combos = self.variants_between(start, end) if end > start else []
-        # (key, program, arguments), in the order they are lowered: the other programs and Dreg first (their
-        # lowerings are short), so that they compile while the main program is still being traced.
-        todo = [(("also", name), program, args) for name, (program, args) in (also or {}).items()]
+        # (where the compiled program goes, its key there, program, arguments), in the order they are lowered: the
+        # other programs and Dreg first (their lowerings are short), so that they compile while the main program is
+        # still being traced.
+        extra: dict[str, Any] = {}
+        todo = [(extra, name, program, args) for name, (program, args) in (also or {}).items()]
         if combos:
             batch = as_batch_dict(batch)
             if isinstance(batch["real"], jax.ShapeDtypeStruct):
@@ -618,20 +620,16 @@ class TrainStep:
                 spec = self.place_batch(batch)
             if any(d for d, _ in combos) and "dreg" not in self._compiled:
                 flag = jax.ShapeDtypeStruct((), jnp.bool_, sharding=replicated(self.mesh))
-                todo.append(("dreg", self.dreg_program, (state, spec, None, flag)))
+                todo.append((self._compiled, "dreg", self.dreg_program, (state, spec, None, flag)))
             for g_reg in sorted({g for _, g in combos}):
                 if ("main", g_reg) not in self._compiled:
-                    todo.append((("main", g_reg), self.main_program(g_reg), (state, spec, None)))
+                    todo.append((self._compiled, ("main", g_reg), self.main_program(g_reg), (state, spec, None)))
         # Tracing and lowering run here, one program after the other (Python); each XLA compile runs in a worker
         # thread as soon as its program is lowered, and two compiles overlap (XLA releases the GIL).
-        extra = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [(key, pool.submit(program.lower(*args).compile)) for key, program, args in todo]
-            for key, future in futures:
-                if key[0] == "also":
-                    extra[key[1]] = future.result()
-                else:
-                    self._compiled[key] = future.result()
+            futures = [(where, key, pool.submit(program.lower(*args).compile)) for where, key, program, args in todo]
+            for where, key, future in futures:
+                where[key] = future.result()
         return extra
 
     @property
