@@ -341,12 +341,19 @@ def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarr
     (argnums=1), a double backward. Without the lazy-regularization gain: the caller multiplies by the
     interval. The gradient is taken w.r.t. the real image before blur and augmentation (both are part of
     ``run_D``, as in the official phase).
-    Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']``.
+    Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']`` (with a packing
+    D, ``pack > 1``: divided by ``pack``, see below).
     """
     aug = _augment_kwargs(opts, augment_p, augment_rng, 3, augment_index)
     d_apply = lambda x, c: run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma, **aug)
     grad, logits = r1_grad(d_apply, real, real_c)
     penalty = jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim)))
+    pack = getattr(D, "pack", 1)
+    if pack > 1:
+        # A packing D repeats each pack's logit over its members, so the gradient of the summed logits is
+        # pack x the pack's own: dividing the squared norms by pack makes their sample mean the mean over packs
+        # of each pack's R1 (the penalty of D as the function of a pack it is), not pack^2 / pack = pack x that.
+        penalty = penalty / pack
     return jnp.mean(penalty) * (opts.r1_gamma / 2), {"r1_penalty": penalty, "real_logits": logits}
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from stylegan_jax.convert.discriminator import convert_discriminator
-from stylegan_jax.losses import d_logistic_loss, g_nonsaturating_loss, r1_grad, r1_penalty
+from stylegan_jax.losses import LossOptions, d_logistic_loss, d_reg_loss, g_nonsaturating_loss, r1_grad, r1_penalty
 from stylegan_jax.networks.discriminator import (
+    Discriminator,
     MinibatchStdLayer,
     discriminator_from_official_kwargs,
     minibatch_stddev,
@@ -151,6 +152,52 @@ def test_mbstd_batch_not_divisible_raises():
     x = jnp.zeros((6, 4, 4, 8))
     with pytest.raises(ValueError, match="batch size 6 is not divisible by the group size 4"):
         MinibatchStdLayer(4).apply({}, x)
+
+
+# ---- packing (PacGAN) ---------------------------------------------------------------------------------
+
+
+def _packing_pair():
+    """A packing D (pack 2, RGB) and the plain D of 6-channel images with the same variables."""
+    kw = dict(c_dim=0, img_resolution=16, channel_base=256, channel_max=16, mbstd_group_size=2)
+    return Discriminator(img_channels=3, pack=2, **kw), Discriminator(img_channels=6, **kw)
+
+
+def test_pack_scores_channel_stacked_pairs():
+    D, D6 = _packing_pair()
+    variables = D.init_params(jax.random.PRNGKey(0), batch_size=3)   # rounded up to whole packs
+    assert variables["params"]["b16"]["fromrgb"]["weight"].shape[2] == 6
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 3, 16, 16))
+    c = jnp.zeros((8, 0))
+    logits = np.asarray(D.apply(variables, x, c))
+    pair_logits = np.asarray(D6.apply(variables, x.reshape(4, 6, 16, 16), jnp.zeros((4, 0))))
+    assert logits.shape == (8, 1)
+    np.testing.assert_array_equal(logits, np.repeat(pair_logits, 2, axis=0))
+    # The pack sees both members: giving image 0 another partner changes its logit.
+    swapped = np.asarray(D.apply(variables, x[jnp.array([0, 2, 1, 3, 4, 5, 6, 7])], c))
+    assert abs(swapped[0, 0] - logits[0, 0]) > 1e-4
+
+
+def test_pack_r1_is_the_penalty_of_the_pack_function():
+    D, D6 = _packing_pair()
+    variables = D.init_params(jax.random.PRNGKey(0), batch_size=2)
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 3, 16, 16))
+    loss, aux = d_reg_loss(D, variables["params"], x, jnp.zeros((4, 0)), opts=LossOptions(r1_gamma=3.0))
+    grad = jax.grad(lambda y: D6.apply(variables, y, jnp.zeros((2, 0))).sum())(x.reshape(2, 6, 16, 16))
+    per_pack = np.sum(np.square(np.asarray(grad, np.float64)), axis=(1, 2, 3))
+    np.testing.assert_allclose(float(loss), per_pack.mean() * 3.0 / 2, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(aux["r1_penalty"]).mean(), per_pack.mean(), rtol=1e-5)
+
+
+def test_pack_refuses_what_it_cannot_score():
+    with pytest.raises(ValueError, match="pack must be >= 1"):
+        Discriminator(c_dim=0, img_resolution=16, img_channels=3, pack=0)
+    with pytest.raises(ValueError, match="needs an unconditional D"):
+        Discriminator(c_dim=3, img_resolution=16, img_channels=3, pack=2)
+    D, _ = _packing_pair()
+    variables = D.init_params(jax.random.PRNGKey(0), batch_size=2)
+    with pytest.raises(ValueError, match="a batch of 3 images is not a multiple of pack=2"):
+        D.apply(variables, jnp.zeros((3, 3, 16, 16)), jnp.zeros((3, 0)))
 
 
 # ---- logistic losses ----------------------------------------------------------------------------------

@@ -351,3 +351,11 @@ def test_micro_rounds_checks_the_split():
     with pytest.raises(ValueError, match="not a multiple of model.mbstd_group_size=4"):
         micro_rounds(12, 1, 6, mbstd_group=4)
     assert micro_rounds(32, 8, 4) == 1 and micro_rounds(32, 2, 4) == 4
+    # A packing D: whole packs per batch and micro-batch, and minibatch-stddev groups of packs.
+    with pytest.raises(ValueError, match="batch_size 6 must be a multiple of model.d_pack=4"):
+        micro_rounds(6, 1, None, pack=4)
+    with pytest.raises(ValueError, match="not a multiple of model.d_pack=2"):
+        micro_rounds(12, 1, 3, pack=2)
+    with pytest.raises(ValueError, match=r"\(3 packs of model.d_pack=2\).*mbstd_group_size=2"):
+        micro_rounds(12, 1, 6, mbstd_group=2, pack=2)
+    assert micro_rounds(16, 1, 8, mbstd_group=4, pack=2) == 2

@@ -290,6 +290,11 @@ class Discriminator(nn.Module):
 
     The fields mirror the official constructor, with the nested ``block_kwargs`` / ``mapping_kwargs`` /
     ``epilogue_kwargs`` flattened (see ``discriminator_from_official_kwargs``).
+
+    ``pack > 1`` (not in the official network; PacGAN, Lin et al. 2018) scores packs of ``pack`` consecutive images
+    stacked along the channels: ``[N, C, H, W] -> [N / pack, pack * C, H, W]``, one logit per pack, repeated over its
+    members so that the output keeps the shape ``[N, 1]`` and the losses stay per-sample means. A pack of fakes that
+    are all the same kind of image then looks unlike a pack of reals, which is the point: D sees the mixture.
     """
 
     c_dim: int                                    # Conditioning label dimensionality; 0 = unconditional.
@@ -312,9 +317,15 @@ class Discriminator(nn.Module):
     mbstd_num_channels: int = 1                   # epilogue_kwargs.mbstd_num_channels; 0 = off.
     epilogue_activation: str = "lrelu"            # epilogue_kwargs.activation.
     fp16_dtype: Any = None                        # Dtype of the num_fp16_res blocks; None = float32 (official on CPU).
+    pack: int = 1                                 # Images per scored pack (PacGAN); 1 = the official D.
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first trace.
+        if self.pack < 1:
+            raise ValueError(f"Discriminator: pack must be >= 1, got {self.pack}")
+        if self.pack > 1 and self.c_dim > 0:
+            raise ValueError(f"Discriminator: pack={self.pack} needs an unconditional D (c_dim=0, got {self.c_dim}): "
+                             f"the members of a pack have their own labels")
         if self.architecture != "resnet":
             raise ValueError(f"Discriminator: architecture {self.architecture!r} is not implemented; only 'resnet'")
         log2 = int(round(math.log2(self.img_resolution))) if self.img_resolution > 0 else 0
@@ -354,9 +365,15 @@ class Discriminator(nn.Module):
     @nn.compact
     def __call__(self, img: jnp.ndarray, c: jnp.ndarray | None = None, force_fp32: bool = False) -> jnp.ndarray:
         """Logits ``[N, 1]`` for images ``[N, img_channels, img_resolution, img_resolution]`` (NCHW) and labels
-        ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``."""
+        ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``. With ``pack > 1``,
+        ``N`` must be a multiple of ``pack`` and the logits are one per pack, repeated over its members."""
         r = self.img_resolution
         check_shape(img, (None, self.img_channels, r, r), "Discriminator image (NCHW)")
+        n = img.shape[0]
+        if self.pack > 1:
+            if n % self.pack:
+                raise ValueError(f"Discriminator: a batch of {n} images is not a multiple of pack={self.pack}")
+            img = img.reshape(n // self.pack, self.pack * self.img_channels, r, r)
         x = None
         img = jnp.transpose(img, (0, 2, 3, 1))
         for res in self.block_resolutions:
@@ -366,7 +383,7 @@ class Discriminator(nn.Module):
                 tmp_channels=self.channels(res),
                 out_channels=self.channels(res // 2),
                 resolution=res,
-                img_channels=self.img_channels,
+                img_channels=self.img_channels * self.pack,
                 activation=self.activation,
                 resample_filter=self.resample_filter,
                 conv_clamp=self.conv_clamp,
@@ -385,15 +402,17 @@ class Discriminator(nn.Module):
                 embed_features=self.mapping_embed_features, layer_features=self.mapping_layer_features,
                 activation=self.mapping_activation, lr_multiplier=self.mapping_lr_multiplier, name="mapping",
             )(c)
-        return DiscriminatorEpilogue(
+        logits = DiscriminatorEpilogue(
             in_channels=self.channels(4), cmap_dim=cmap_dim, resolution=4,
             mbstd_group_size=self.mbstd_group_size, mbstd_num_channels=self.mbstd_num_channels,
             activation=self.epilogue_activation, conv_clamp=self.conv_clamp, name="b4",
         )(x, cmap)
+        return jnp.repeat(logits, self.pack, axis=0) if self.pack > 1 else logits
 
     def init_params(self, rng: Any, batch_size: int = 1) -> dict:
         """``self.init`` with dummy inputs of the right shapes (``{'params': ...}``)."""
         r = self.img_resolution
+        batch_size = -(-batch_size // self.pack) * self.pack
         img = jnp.zeros((batch_size, self.img_channels, r, r), jnp.float32)
         c = jnp.zeros((batch_size, self.c_dim), jnp.float32)
         return self.init(rng, img, c)

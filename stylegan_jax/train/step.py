@@ -544,7 +544,7 @@ class TrainStep:
         self.mesh = make_mesh() if mesh is None else mesh
         self.batch_sharding = data_sharding(self.mesh)
         self.micro_rounds = micro_rounds(self.config.batch_size, self.mesh.size, batch_per_device,
-                                         getattr(D, "mbstd_group_size", None))
+                                         getattr(D, "mbstd_group_size", None), getattr(D, "pack", 1))
         self._donate = donate
         self._variants: dict[tuple[bool, bool], Any] = {}
         self._mains: dict[bool, Any] = {}
@@ -712,10 +712,15 @@ class TrainStep:
         return step
 
 
-def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mbstd_group: int | None = None) -> int:
-    """Micro-batches per step for ``batch_per_device`` samples per device at a time (0 / None: one round)."""
+def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mbstd_group: int | None = None,
+                 pack: int = 1) -> int:
+    """Micro-batches per step for ``batch_per_device`` samples per device at a time (0 / None: one round);
+    ``pack``: images per pack of a packing D (its minibatch-stddev groups are groups of packs)."""
     if batch_size % devices:
         raise ValueError(f"batch_size {batch_size} must be divisible by the number of devices ({devices})")
+    if batch_size % pack:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of model.d_pack={pack} (D scores packs of "
+                         f"{pack} images)")
     per_device = batch_size // devices
     if not batch_per_device or batch_per_device >= per_device:
         return 1
@@ -723,8 +728,13 @@ def micro_rounds(batch_size: int, devices: int, batch_per_device: int | None, mb
         raise ValueError(f"train.batch_per_device={batch_per_device} must divide the {per_device} samples each of the "
                          f"{devices} devices holds (batch_size {batch_size} / {devices})")
     micro = batch_per_device * devices
-    if mbstd_group and micro % min(mbstd_group, micro):
+    if micro % pack:
         raise ValueError(f"train.batch_per_device={batch_per_device}: a micro-batch of {micro} samples over "
+                         f"{devices} devices is not a multiple of model.d_pack={pack}")
+    packs = micro // pack
+    if mbstd_group and packs % min(mbstd_group, packs):
+        in_packs = f" ({packs} packs of model.d_pack={pack})" if pack > 1 else ""
+        raise ValueError(f"train.batch_per_device={batch_per_device}: a micro-batch of {micro} samples{in_packs} over "
                          f"{devices} devices is not a multiple of model.mbstd_group_size={mbstd_group}")
     return per_device // batch_per_device
 
