@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 from collections.abc import Sequence
@@ -73,10 +74,21 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def write_json(path: str | Path | None, result: Any) -> None:
-    """Write ``result`` (indented JSON) to ``path``, creating its folder; nothing when ``path`` is None."""
+    """Write ``result`` (indented JSON) to ``path``, creating its folder; nothing when ``path`` is None. Non-finite
+    floats (a metric not computed yet, a diverged loss) are written as ``null``: strict JSON, which ``NaN`` is not."""
     if not path:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(_strict(result), indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def _strict(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    return x

@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from stylegan_jax.config import apply_overrides, load_config
     from stylegan_jax.data.synthetic import render_shape
     from stylegan_jax.losses import run_generator
-    from stylegan_jax.train.loop import _resolved, build_networks
+    from stylegan_jax.train.loop import build_networks, resolve_config
     from stylegan_jax.train.state import init_variables
 
-    config = _resolved(apply_overrides(load_config(args.config), overrides))
+    config = resolve_config(apply_overrides(load_config(args.config), overrides))
     if config.data.source != "synthetic":
         print("generator_fit: only data.source='synthetic' (the images are rendered here)", file=sys.stderr)
         return 2

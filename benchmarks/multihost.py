@@ -1,8 +1,9 @@
-"""Seconds per training iteration: 1 process x 4 CPU devices vs 2 processes x 2 devices (the cost of the
-cross-process all-reduce through gloo), and the peak memory of the compiled step with and without micro-batches
-(``train.batch_per_device``, XLA's memory analysis).
+"""Multi-process training: seconds per iteration on 1 process x 4 CPU devices vs 2 x 2, and the step's memory.
 
-    python benchmarks/multihost.py [--steps 10] [--repeats 2] [--out benchmarks/results/multihost_cpu.json]
+The ratio of the two is the cost of the cross-process all-reduce through gloo; the memory is the peak of the
+compiled step with and without micro-batches (``train.batch_per_device``, XLA's memory analysis).
+
+    python benchmarks/multihost.py [--steps 10] [--repeats 2] [--json benchmarks/results/multihost_cpu.json]
 
 The model is the tests' tiny StyleGAN3-T (32px, 4 layers, channel_max 16) at batch 8; steps are timed after
 compilation (the first two iterations, one of each variant, are not timed). The two topologies run alternately
@@ -22,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (the benchmarks' folder, put on the path just above)
 
 
 def tiny_config(batch: int):
@@ -67,11 +70,11 @@ def memory(batch: int, per_device: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from stylegan_jax.train.loop import _resolved, build_networks
+    from stylegan_jax.train.loop import build_networks, resolve_config
     from stylegan_jax.train.state import create_train_state
     from stylegan_jax.train.step import make_mesh, make_train_step
 
-    c = _resolved(tiny_config(batch))
+    c = resolve_config(tiny_config(batch))
     G, D = build_networks(c, 0)
     mesh = make_mesh(jax.devices()[:1])
     state = create_train_state(G, D, c, jax.random.PRNGKey(0), mesh=mesh)
@@ -86,12 +89,13 @@ def memory(batch: int, per_device: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = _common.parser(__doc__)
+    ap.set_defaults(json=str(REPO / "benchmarks" / "results" / "multihost_cpu.json"))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds of 1 x 4 and 2 x 2")
     ap.add_argument("--skip-memory", action="store_true", help="only the step times")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "multihost_cpu.json"))
+    ap.add_argument("--out", dest="json", help=argparse.SUPPRESS)  # the earlier name of --json
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -139,10 +143,9 @@ def main() -> None:
     for m in mem:
         print(f"| {m['batch']} | {m['batch_per_device']} | {m['micro_rounds']} | {m['temp_bytes'] / 2**20:.1f} | "
               f"{m['argument_bytes'] / 2**20:.1f} | {m['peak_bytes'] / 2**20:.1f} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"step_time": rows, "memory": mem, "loadavg": load,
-                                          "cpus": os.cpu_count()}, indent=2))
-    print(f"\nload average {load}; written {args.out}")
+    print(f"\nload average {load}")
+    _common.write_json(args.json, {"step_time": rows, "memory": mem, "loadavg": load,
+                                   "machine": _common.machine(with_jax=False)})
 
 
 if __name__ == "__main__":

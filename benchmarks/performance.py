@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (the benchmarks' folder, put on the path just above)
 
 # The ops before issue 17 (sum-of-slices polyphase FIR, filtered lrelu differentiated by autodiff).
 LEGACY_REV = "9ef5a58"
@@ -56,7 +56,7 @@ GEN_QUICK = {"cfg": "t", "res": 64, "cbase": 8192, "cmax": 256, "map_layers": 2,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--ops", choices=["new", "old"], default="new", help="which version of the ops to measure")
     ap.add_argument("--compare", action="store_true", help="measure old and new, each in a fresh process")
     ap.add_argument("--repeats", type=int, default=1, help="with --compare: old/new pairs to run (alternating)")
@@ -65,7 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=3, help="timed calls per measurement (after one warm-up)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: gen_count, gen_time, step_count, "
                                                "step_compile, step_time")
-    ap.add_argument("--json", default=None, help="write the results here")
     return ap.parse_args(argv)
 
 
@@ -239,8 +238,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             res["step_s"], times = _median_time(one_step, args.runs)
             res["step_min_s"] = min(times)
-    res.update(host=platform.node(), cpu_count=os.cpu_count(), jax=jax.__version__,
-               backend=jax.default_backend(), device=str(jax.devices()[0].device_kind))
+    res.update(_common.machine())
     return res
 
 
@@ -261,21 +259,18 @@ ROWS = [("gen_primitives", "generator jaxpr primitives", "{:.0f}"),
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    heads = [f"{r['ops']}" for r in results]
     has_ratio = len(results) == 2 and results[0]["ops"] == "old" and results[1]["ops"] == "new"
-    rows = []
+    rows = [[""] + [f"{r['ops']}" for r in results] + (["old/new"] if has_ratio else [])]
     for key, label, fmt in ROWS:
         vals = [r.get(key) for r in results]
         if all(v is None for v in vals):
             continue
         cells = [fmt.format(v / 1e9 if key == "gen_xla_flops" else v) if v is not None else "-" for v in vals]
-        if has_ratio and None not in vals and vals[1]:
-            cells.append(f"{vals[0] / vals[1]:.2f}x" if not key.endswith("load") else "")
-        rows.append((label, cells))
-    width = max(len(label) for label, _ in rows)
-    print(f"{'':<{width}}  " + "  ".join(f"{h:>10}" for h in heads + (["old/new"] if has_ratio else [])))
-    for label, cells in rows:
-        print(f"{label:<{width}}  " + "  ".join(f"{c:>10}" for c in cells))
+        if has_ratio:
+            ratio = None not in vals and vals[1] and not key.endswith("load")
+            cells.append(f"{vals[0] / vals[1]:.2f}x" if ratio else "")
+        rows.append([label] + cells)
+    _common.print_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.compare:
         result = measure(args)
         print_table([result])
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+        _common.write_json(args.json, result)
         return 0
     child = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--compare"]
     if "--json" in child:
@@ -305,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         merged.append(m)
     print(f"\nmedian over {args.repeats} old/new pair(s), each in a fresh process:")
     print_table(merged)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"old": runs["old"], "new": runs["new"], "median": merged}, indent=2))
+    _common.write_json(args.json, {"old": runs["old"], "new": runs["new"], "median": merged})
     return 0
 
 

@@ -10,12 +10,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import time
 
+import _common
 import jax
 import jax.numpy as jnp
 
@@ -60,13 +57,12 @@ def bench(model: str, distance_name: str, res: int, steps: int, space: str) -> d
 
 def main() -> None:
     maybe_reexec_with_hugepages()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--steps", type=int, default=6, help="steps per configuration (the first one compiles)")
     ap.add_argument("--space", choices=P.SPACES, default="w")
     ap.add_argument("--models", default="t_small,stylegan2_small,t_design", help=f"of {sorted(MODELS)}")
     ap.add_argument("--distances", default="pixel,vgg16")
-    ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     rows = []
     for model in args.models.split(","):
@@ -82,13 +78,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} (cbase {r['cbase']}, cmax {r['cmax']}) | {r['distance']} | {r['res']} | "
               f"{r['s_per_1000_steps']:.0f} |")
-    meta = {"device": jax.devices()[0].platform, "cpu_count": os.cpu_count(), "host": platform.node(),
-            "jax": jax.__version__, "load_avg": os.getloadavg(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": rows, **meta}, f, indent=2)
-            f.write("\n")
-
+    _common.write_json(args.json, {"results": rows, "machine": _common.machine()})
 
 if __name__ == "__main__":
     main()

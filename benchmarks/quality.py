@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import _common
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ("configs/quickstart.py", "configs/quickstart_stylegan2.py")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated config files")
     ap.add_argument("--kimg", type=float, default=None, help="train this long (default: each config's total_kimg)")
     ap.add_argument("--metrics-kimg", type=float, default=None,
@@ -41,7 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--metrics-num", type=int, default=None, help="samples per evaluation (default: the config's)")
     ap.add_argument("--target", type=float, default=0.8, help="shape precision to report the time to (default 0.8)")
     ap.add_argument("--workdir", default="runs/bench_quality", help="one subdirectory per config (started afresh)")
-    ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--from-workdir", default=None,
                     help="train nothing: print (and with --json write) the curve of an existing run's metrics.jsonl")
     args, extra = ap.parse_known_args(argv)
@@ -158,8 +157,6 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    import jax
-
     results = []
     if args.from_workdir:
         results.append(from_workdir(args.from_workdir, args.target))
@@ -167,13 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for config_path in ([] if args.from_workdir else [s.strip() for s in args.configs.split(",") if s.strip()]):
         results.append(run_one(config_path, args))
         print(table(results[-1]), flush=True)
-    out = {"results": results, "cpu_count": os.cpu_count(), "host": platform.node(), "backend": jax.default_backend(),
-           "jax": jax.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2, default=lambda x: None if isinstance(x, float) and
-                                              not math.isfinite(x) else x) + "\n")
-        print(f"wrote {args.json}")
+    _common.write_json(args.json, {"results": results, "machine": _common.machine(),
+                                   "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     return 0
 
 

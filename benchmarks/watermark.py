@@ -9,14 +9,10 @@ fields (the embed cost depends slightly on content through its correction passes
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
+import _common
 import numpy as np
 import scipy
 
@@ -81,11 +77,10 @@ def bench_size(size: int, n_images: int, n_bits: int, key: str) -> dict[str, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--bits", type=int, default=48)
-    parser.add_argument("--json", type=Path, default=None, metavar="OUT")
     args = parser.parse_args()
 
     rows = [bench_size(s, args.images, args.bits, key="benchmark-key") for s in args.sizes]
@@ -98,18 +93,8 @@ def main() -> None:
             f"{r['detect_ms_median']:>10.2f} / {r['detect_ms_mean']:<8.2f} {r['detect_batch_ms_per_image']:>17.2f} "
             f"{r['psnr_db_min']:>9.2f} {r['score_min']:>7.1f} {r['bit_accuracy_min']:>8.3f}"
         )
-    if args.json is not None:
-        env = {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"benchmark": "watermark", "environment": env, "results": rows}, indent=2))
-        print(f"wrote {args.json}")
-
+    env = {**_common.machine(with_jax=False), "numpy": np.__version__, "scipy": scipy.__version__}
+    _common.write_json(args.json, {"benchmark": "watermark", "environment": env, "results": rows})
 
 if __name__ == "__main__":
     main()

@@ -74,11 +74,11 @@ def test_input_transform_init_and_margin_reach_the_network():
     """model.margin_size and model.input_transform_init go from the config to StyleGAN3's synthesis network (and
     its saved description); 0 keeps the official start, where every w gets the untransformed features."""
     from stylegan_jax.config import load_config
-    from stylegan_jax.train.loop import _resolved, build_networks
+    from stylegan_jax.train.loop import build_networks, resolve_config
 
     c = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
     c.model.margin_size, c.model.input_transform_init = 4, 0.15
-    G, _ = build_networks(_resolved(c), 0)
+    G, _ = build_networks(resolve_config(c), 0)
     assert G.schedule().layers[0].in_size == G.schedule().layers[0].in_sampling_rate + 2 * 4
     kwargs = G.to_config()["kwargs"]["synthesis_kwargs"]
     assert kwargs["margin_size"] == 4 and kwargs["input_transform_init"] == 0.15
@@ -99,7 +99,7 @@ def test_input_transform_init_and_margin_reach_the_network():
 
     # The StyleGAN2 generator has neither: one config describes both.
     c.model.cfg = "stylegan2"
-    G2, _ = build_networks(_resolved(c), 0)
+    G2, _ = build_networks(resolve_config(c), 0)
     assert "margin_size" not in str(G2.to_config())
 
 

@@ -203,9 +203,9 @@ def test_stylegan2_configs_have_the_official_settings():
 @pytest.mark.parametrize("name", ["stylegan2_256", "celeba64_stylegan2"])
 def test_stylegan2_config_builds_the_baseline_generator(name):
     from stylegan_jax.networks.stylegan2 import StyleGAN2Generator
-    from stylegan_jax.train.loop import _resolved, build_networks
+    from stylegan_jax.train.loop import build_networks, resolve_config
 
-    c = _resolved(load_config(REPO / "configs" / f"{name}.py"))
+    c = resolve_config(load_config(REPO / "configs" / f"{name}.py"))
     G, D = build_networks(c, 0)
     assert isinstance(G, StyleGAN2Generator) and G.img_resolution == c.data.resolution
     shapes = jax.eval_shape(G.init, jax.random.PRNGKey(0), jnp.zeros((1, 512)), jnp.zeros((1, 0)))

@@ -77,7 +77,7 @@ class TrainingDiverged(RuntimeError):
     """A step produced a non-finite loss or gradient; the update was not applied."""
 
 
-def _resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config laid over base_config, with the official batch-dependent defaults (-1 sentinels) filled in: the
     resolution is :class:`TrainConfig`'s (one place), written back so that config.json records the values used."""
     from stylegan_jax.train.state import TrainConfig, complete_config
@@ -103,7 +103,8 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
                         margin_size=m.margin_size, input_transform_init=m.input_transform_init)
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
-                      mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels)
+                      mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
+                      pack=m.get("d_pack", 1))
     return G, D
 
 
@@ -112,7 +113,8 @@ def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
     return {"class": "stylegan2.Discriminator", "kwargs": {
         "c_dim": c_dim, "img_resolution": config.data.resolution, "img_channels": config.data.channels,
         "channel_base": m.d_channel_base, "channel_max": m.d_channel_max, "conv_clamp": m.conv_clamp,
-        "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels}}
+        "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels,
+        "pack": m.get("d_pack", 1)}}
 
 
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
@@ -276,7 +278,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[
     from stylegan_jax.train.step import make_mesh, make_train_step
 
     distributed.maybe_initialize_distributed()
-    config = _resolved(config)
+    config = resolve_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
