@@ -80,5 +80,6 @@ def main() -> None:
               f"{r['s_per_1000_steps']:.0f} |")
     _common.write_json(args.json, {"results": rows, "machine": _common.machine()})
 
+
 if __name__ == "__main__":
     main()
