@@ -1,11 +1,11 @@
 """Quickstart: a small StyleGAN3-T on the built-in synthetic shapes at 32x32, trains on a laptop CPU in minutes.
 
 Its quality is measured every 2 kimg (stylegan_jax.metrics.shape_quality: metrics.jsonl, images/quality.png).
-Measured (2026-12-06/07, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-12; README command 1 from a fresh
-clone: 10 min 18 s in all in round 12, install included, median 19.2 s/kimg; 10 min 25 s in round 11): blobs and
-rainbow-coloured crescents at varied positions up to ~16 kimg, then discs; at 28 kimg crisp, shaded discs of every
-colour at varied positions and sizes on the right gradient backgrounds. Shape precision (second classifier, real
-images ~0.99), rounds 10-12's code: below 0.06 up to 16 kimg, 0.29 at 20, 0.58 at 24 and 0.75 at 28 kimg, all of it
+Measured (2026-12-06/07, 2-core CPU, BENCHMARKS.md "Training quality", rounds 7-13; README command 1 from a fresh
+clone: 8 min 2 s in all in round 13 on a fast day, install included, median 15.0 s/kimg; 10 min 18 s in round 12):
+blobs and rainbow-coloured crescents at varied positions up to ~16 kimg, then discs; at 28 kimg crisp, shaded discs
+of every colour at varied positions and sizes on the right gradient backgrounds. Shape precision (second classifier,
+real images ~0.99), rounds 10-13's code: below 0.06 up to 16 kimg, 0.29 at 20, 0.58 at 24 and 0.75 at 28 kimg, all of it
 circles. Squares and triangles do not appear, not even with conditional training (G draws discs for every label at
 this size and length, round 8), and D separates reals from fakes by the fakes' artifacts rather than by their shape
 (benchmarks/discriminator_probe.py). The curve is seed 0's: train.seed 1 and 2 reached 0.48 and 0.67 at 28 kimg (mean
