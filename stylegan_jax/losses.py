@@ -350,7 +350,7 @@ def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarr
     penalty = jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim)))
     pack = getattr(D, "pack", 1)
     if pack > 1:
-        # A packing D repeats each pack's logit over its members, so the gradient of the summed logits is
+        # A packing D gives each pack's logit to all its members, so the gradient of the summed logits is
         # pack x the pack's own: dividing the squared norms by pack makes their sample mean the mean over packs
         # of each pack's R1 (the penalty of D as the function of a pack it is), not pack^2 / pack = pack x that.
         penalty = penalty / pack

@@ -163,6 +163,12 @@ def _packing_pair():
     return Discriminator(img_channels=3, pack=2, **kw), Discriminator(img_channels=6, **kw)
 
 
+def _pairs(x):
+    """Pack j of a batch of N = images j and j + N / 2, stacked along the channels."""
+    n = x.shape[0]
+    return jnp.concatenate([x[: n // 2], x[n // 2 :]], axis=1)
+
+
 def test_pack_scores_channel_stacked_pairs():
     D, D6 = _packing_pair()
     variables = D.init_params(jax.random.PRNGKey(0), batch_size=3)   # rounded up to whole packs
@@ -170,11 +176,11 @@ def test_pack_scores_channel_stacked_pairs():
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 3, 16, 16))
     c = jnp.zeros((8, 0))
     logits = np.asarray(D.apply(variables, x, c))
-    pair_logits = np.asarray(D6.apply(variables, x.reshape(4, 6, 16, 16), jnp.zeros((4, 0))))
+    pair_logits = np.asarray(D6.apply(variables, _pairs(x), jnp.zeros((4, 0))))
     assert logits.shape == (8, 1)
-    np.testing.assert_array_equal(logits, np.repeat(pair_logits, 2, axis=0))
+    np.testing.assert_array_equal(logits, np.tile(pair_logits, (2, 1)))
     # The pack sees both members: giving image 0 another partner changes its logit.
-    swapped = np.asarray(D.apply(variables, x[jnp.array([0, 2, 1, 3, 4, 5, 6, 7])], c))
+    swapped = np.asarray(D.apply(variables, x[jnp.array([0, 1, 2, 3, 5, 4, 6, 7])], c))
     assert abs(swapped[0, 0] - logits[0, 0]) > 1e-4
 
 
@@ -183,7 +189,7 @@ def test_pack_r1_is_the_penalty_of_the_pack_function():
     variables = D.init_params(jax.random.PRNGKey(0), batch_size=2)
     x = jax.random.normal(jax.random.PRNGKey(2), (4, 3, 16, 16))
     loss, aux = d_reg_loss(D, variables["params"], x, jnp.zeros((4, 0)), opts=LossOptions(r1_gamma=3.0))
-    grad = jax.grad(lambda y: D6.apply(variables, y, jnp.zeros((2, 0))).sum())(x.reshape(2, 6, 16, 16))
+    grad = jax.grad(lambda y: D6.apply(variables, y, jnp.zeros((2, 0))).sum())(_pairs(x))
     per_pack = np.sum(np.square(np.asarray(grad, np.float64)), axis=(1, 2, 3))
     np.testing.assert_allclose(float(loss), per_pack.mean() * 3.0 / 2, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(aux["r1_penalty"]).mean(), per_pack.mean(), rtol=1e-5)

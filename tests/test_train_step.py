@@ -343,6 +343,36 @@ def test_micro_batches_give_the_update_of_one_batch(setup):
     assert max_abs_diff(out[0], out[2]) < 2e-6
 
 
+@pytest.mark.slow
+def test_packing_d_micro_batches_give_the_update_of_one_batch():
+    """A packing D (PacGAN pairs, model.d_pack=2) in the step: 2 micro-batches of 4 = one batch of 8, for an
+    iteration with Dreg. The strided micro-batches hold whole packs, the same pairs as the whole batch, and the
+    minibatch-stddev groups of packs the same packs."""
+    from stylegan_jax.models import build_generator
+    from stylegan_jax.networks.discriminator import Discriminator
+
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=0, img_resolution=8, img_channels=1, channel_base=32,
+                        channel_max=4, mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2,
+                        magnitude_ema_beta=1.0)
+    D = Discriminator(c_dim=0, img_resolution=8, img_channels=1, channel_base=32, channel_max=4, mbstd_group_size=2,
+                      pack=2)
+    tc = TrainConfig(batch_size=8, d_reg_interval=4, r1_gamma=1.0)
+    mesh = make_mesh()
+    state0 = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    assert state0.D["params"]["b8"]["fromrgb"]["weight"].shape[2] == 2  # two 1-channel images per pack
+    batch = {**toy_batch(), "c": np.zeros((BATCH, 0), np.float32)}
+    out = {}
+    for per_device in (0, 4):
+        step = make_train_step(G, D, tc, mesh, donate=False, batch_per_device=per_device)
+        assert step.micro_rounds == (1 if per_device == 0 else 2)
+        state, metrics = step(state0, batch, iteration=0)
+        out[per_device] = host({"state": state, "metrics": {k: v for k, v in metrics.items() if k != "finite"}})
+        assert bool(metrics["finite"]) and int(metrics["Progress/reg"]) == 1
+    assert max_abs_diff(out[0]["state"].D, host(state0.D)) > 1e-4  # the step moved the weights
+    assert float(out[0]["metrics"]["Loss/r1"]) > 0
+    assert max_abs_diff(out[0], out[4]) < 2e-6
+
+
 def test_micro_rounds_checks_the_split():
     from stylegan_jax.train.step import micro_rounds
 

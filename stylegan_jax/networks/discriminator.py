@@ -291,10 +291,12 @@ class Discriminator(nn.Module):
     The fields mirror the official constructor, with the nested ``block_kwargs`` / ``mapping_kwargs`` /
     ``epilogue_kwargs`` flattened (see ``discriminator_from_official_kwargs``).
 
-    ``pack > 1`` (not in the official network; PacGAN, Lin et al. 2018) scores packs of ``pack`` consecutive images
-    stacked along the channels: ``[N, C, H, W] -> [N / pack, pack * C, H, W]``, one logit per pack, repeated over its
-    members so that the output keeps the shape ``[N, 1]`` and the losses stay per-sample means. A pack of fakes that
-    are all the same kind of image then looks unlike a pack of reals, which is the point: D sees the mixture.
+    ``pack > 1`` (not in the official network; PacGAN, Lin et al. 2018) scores packs of ``pack`` images stacked along
+    the channels, ``[N, C, H, W] -> [N / pack, pack * C, H, W]``, one logit per pack, given to each of its members so
+    that the output keeps the shape ``[N, 1]`` and the losses stay per-sample means. A pack of fakes that are all the
+    same kind of image then looks unlike a pack of reals, which is the point: D sees the mixture. Pack ``j`` holds
+    images ``j, j + N / pack, ...`` (strided, like the minibatch-stddev groups), so that the strided micro-batches
+    of the train step hold whole packs, the same ones as the whole batch.
     """
 
     c_dim: int                                    # Conditioning label dimensionality; 0 = unconditional.
@@ -366,14 +368,16 @@ class Discriminator(nn.Module):
     def __call__(self, img: jnp.ndarray, c: jnp.ndarray | None = None, force_fp32: bool = False) -> jnp.ndarray:
         """Logits ``[N, 1]`` for images ``[N, img_channels, img_resolution, img_resolution]`` (NCHW) and labels
         ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``. With ``pack > 1``,
-        ``N`` must be a multiple of ``pack`` and the logits are one per pack, repeated over its members."""
+        ``N`` must be a multiple of ``pack`` and the logits are one per pack, given to each of its members."""
         r = self.img_resolution
         check_shape(img, (None, self.img_channels, r, r), "Discriminator image (NCHW)")
         n = img.shape[0]
         if self.pack > 1:
             if n % self.pack:
                 raise ValueError(f"Discriminator: a batch of {n} images is not a multiple of pack={self.pack}")
-            img = img.reshape(n // self.pack, self.pack * self.img_channels, r, r)
+            # [pack, N / pack, ...]: member k of pack j is image j + k * N / pack.
+            img = img.reshape(self.pack, n // self.pack, self.img_channels, r, r)
+            img = jnp.swapaxes(img, 0, 1).reshape(n // self.pack, self.pack * self.img_channels, r, r)
         x = None
         img = jnp.transpose(img, (0, 2, 3, 1))
         for res in self.block_resolutions:
@@ -407,7 +411,7 @@ class Discriminator(nn.Module):
             mbstd_group_size=self.mbstd_group_size, mbstd_num_channels=self.mbstd_num_channels,
             activation=self.epilogue_activation, conv_clamp=self.conv_clamp, name="b4",
         )(x, cmap)
-        return jnp.repeat(logits, self.pack, axis=0) if self.pack > 1 else logits
+        return jnp.tile(logits, (self.pack, 1)) if self.pack > 1 else logits  # image i gets pack i % (N / pack)
 
     def init_params(self, rng: Any, batch_size: int = 1) -> dict:
         """``self.init`` with dummy inputs of the right shapes (``{'params': ...}``)."""
