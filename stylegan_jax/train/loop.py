@@ -104,7 +104,7 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
-                      pack=m.get("d_pack", 1))
+                      pack=m.d_pack)
     return G, D
 
 
@@ -114,7 +114,7 @@ def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
         "c_dim": c_dim, "img_resolution": config.data.resolution, "img_channels": config.data.channels,
         "channel_base": m.d_channel_base, "channel_max": m.d_channel_max, "conv_clamp": m.conv_clamp,
         "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels,
-        "pack": m.get("d_pack", 1)}}
+        "pack": m.d_pack}}
 
 
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
