@@ -90,6 +90,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ada_interval = 4               # ADA adjusts p every N iterations.
     c.train.ada_kimg = 500.0               # ADA speed: p can move by 1 in this many kimg.
     c.train.augment_spec = "bgc"           # Augmentations (ops.augment.SPECS): blit + geometric + colour.
+    # Auxiliary classifier (AC-GAN, Odena et al. 2017; not in the official code): with labels (data.use_labels),
+    # D gets a head that learns the label of real images and G is asked to draw what it recognises as its label.
+    c.train.class_weight = 0.0             # Weight of both class losses; 0 = off (the official objective).
+    c.train.bias_lr_mult = 1.0             # Biases learn at g_lr / d_lr times this; 1 = official (see make_optimizers).
 
     c.log = ml_collections.ConfigDict()
     c.log.tick_kimg = 4.0                  # Log a line every N kimg.

@@ -99,6 +99,7 @@ class LossOptions:
     pl_batch_shrink: int = 2         # Greg runs on batch // pl_batch_shrink latents (official default 2).
     pl_decay: float = 0.01           # Rate of the running mean of path lengths (official default 0.01).
     augment_spec: Any = None         # ops.augment.AugmentSpec of D's input augmentation (ADA); None = none.
+    class_weight: float = 0.0        # Auxiliary-classifier loss weight (AC-GAN; needs D.class_head); 0 = off.
 
 
 def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
@@ -210,10 +211,12 @@ def style_mixing_draw(G: nn.Module, z: jnp.ndarray, style_mixing_prob: float,
 def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndarray,
                       blur_sigma: jnp.ndarray | float = 0.0, max_blur_sigma: float = 0.0, *,
                       augment_spec: Any = None, augment_p: jnp.ndarray | float = 0.0,
-                      augment_rng: jax.Array | None = None, augment_index: jnp.ndarray | None = None) -> jnp.ndarray:
+                      augment_rng: jax.Array | None = None, augment_index: jnp.ndarray | None = None,
+                      return_classes: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
     """Logits ``[N, 1]`` of the official ``run_D``: optional input blur, then (with ``augment_spec``) the
     augmentation pipeline at probability ``augment_p`` with draws from ``augment_rng`` (sample ``i`` from
-    ``fold_in(augment_rng, augment_index[i])``, default ``arange(N)``), then D."""
+    ``fold_in(augment_rng, augment_index[i])``, default ``arange(N)``), then D. ``return_classes``: ``(logits,
+    class_logits)`` from a D with ``class_head``."""
     img = blur_images(img, blur_sigma, max_blur_sigma)
     if augment_spec is not None:
         from stylegan_jax.ops.augment import augment
@@ -221,7 +224,17 @@ def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndar
         if augment_rng is None:
             raise ValueError("run_discriminator: augmentation needs an augment_rng")
         img = augment(img, augment_p, augment_rng, augment_spec, sample_index=augment_index)
+    if return_classes:
+        return D.apply({"params": d_params}, img, c, return_classes=True)
     return D.apply({"params": d_params}, img, c)
+
+
+def class_cross_entropy(class_logits: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
+    """Per-sample cross-entropy ``-sum(c * log_softmax(class_logits))`` of the auxiliary class head against the
+    labels ``c [N, c_dim]`` (one-hot, or any distribution over the classes)."""
+    if class_logits.shape != c.shape:
+        raise ValueError(f"class_cross_entropy: class logits {class_logits.shape} and labels {c.shape} differ")
+    return -jnp.sum(c.astype(jnp.float32) * jax.nn.log_softmax(class_logits.astype(jnp.float32), axis=-1), axis=-1)
 
 
 def _augment_kwargs(opts: LossOptions, augment_p: jnp.ndarray | float, augment_rng: jax.Array | None,
@@ -246,14 +259,23 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
     G runs without EMA update (official ``run_G(gen_z, gen_c)``). With ``opts.augment_spec``, D sees the fakes
     augmented at probability ``augment_p`` (the gradient reaches G through the augmentation; ``augment_index``:
     the samples' indices that key their draws, see :func:`run_discriminator`; ``mixing``: see
-    :func:`run_generator`). Returns
-    ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``.
+    :func:`run_generator`). With ``opts.class_weight > 0`` (AC-GAN, a D with ``class_head``) the loss adds
+    ``class_weight * mean(cross-entropy(D's class head(G(z, c)), c))``: G is also asked to draw what the head
+    recognises as the label it was given. Returns ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``
+    (and the class loss in ``aux['loss_class']``).
     """
     img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng,
                               mixing=mixing)
-    logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
-                               **_augment_kwargs(opts, augment_p, augment_rng, 0, augment_index))
-    return jnp.mean(g_nonsaturating_loss(logits)), {"fake_logits": logits}
+    with_classes = opts.class_weight > 0
+    out = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
+                            **_augment_kwargs(opts, augment_p, augment_rng, 0, augment_index),
+                            return_classes=with_classes)
+    if not with_classes:
+        return jnp.mean(g_nonsaturating_loss(out)), {"fake_logits": out}
+    logits, classes = out
+    loss_class = jnp.mean(class_cross_entropy(classes, gen_c))
+    loss = jnp.mean(g_nonsaturating_loss(logits)) + opts.class_weight * loss_class
+    return loss, {"fake_logits": logits, "loss_class": loss_class}
 
 
 def g_pl_loss(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], gen_z: jnp.ndarray, gen_c: jnp.ndarray,
@@ -306,31 +328,44 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
     The fake and the real batch go through D separately (the minibatch-stddev groups never mix them), each
     augmented with its own draws when ``opts.augment_spec`` is set (``augment_index``, ``mixing``: as in
     :func:`g_main_loss`).
-    Returns ``(loss, (aux, new_g_ema))``; ``aux`` holds ``loss_fake``, ``loss_real`` (batch means) and the
-    logits.
+    With ``opts.class_weight > 0`` (AC-GAN) the loss adds ``class_weight * mean(cross-entropy(D's class head(x),
+    real_c))`` on the reals only: the head learns the labels from real images, never from G's attempts (which
+    would teach it that G's drawings are the classes they were asked to be).
+    Returns ``(loss, (aux, new_g_ema))``; ``aux`` holds ``loss_fake``, ``loss_real`` (batch means), the
+    logits (and ``loss_class``).
     """
     img, _, new_ema = run_generator(G, g_params, g_state, gen_z, gen_c, update_emas=update_emas,
                                     style_mixing_prob=opts.style_mixing_prob, rng=rng, mixing=mixing)
     # D's phase never trains G; cutting the graph here keeps the backward pass out of G.
     img = lax.stop_gradient(img)
+    with_classes = opts.class_weight > 0
+    # Always (logits, class logits or None): one shape for both branches below.
+    as_pair = (lambda out: out) if with_classes else (lambda out: (out, None))
     if img.shape == real.shape and img.dtype == real.dtype and gen_c.shape == real_c.shape:
         # One D call over the stacked [fakes, reals] (vmap: D's code is traced and compiled once for both, and
         # the minibatch-stddev groups stay within each batch); the draws of each are its own, as two calls.
         def d_call(x, c, which):
-            return run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma,
-                                     **_augment_kwargs(opts, augment_p, augment_rng, which, augment_index))
+            return as_pair(run_discriminator(D, d_params, x, c, blur_sigma, opts.blur_init_sigma,
+                                             **_augment_kwargs(opts, augment_p, augment_rng, which, augment_index),
+                                             return_classes=with_classes))
 
-        logits = jax.vmap(d_call)(jnp.stack([img, real]), jnp.stack([gen_c, real_c]), jnp.asarray([1, 2]))
+        logits, classes = jax.vmap(d_call)(jnp.stack([img, real]), jnp.stack([gen_c, real_c]), jnp.asarray([1, 2]))
         fake_logits, real_logits = logits[0], logits[1]
+        real_classes = None if classes is None else classes[1]
     else:
         fake_logits = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
                                         **_augment_kwargs(opts, augment_p, augment_rng, 1, augment_index))
-        real_logits = run_discriminator(D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
-                                        **_augment_kwargs(opts, augment_p, augment_rng, 2, augment_index))
+        real_logits, real_classes = as_pair(run_discriminator(
+            D, d_params, real, real_c, blur_sigma, opts.blur_init_sigma,
+            **_augment_kwargs(opts, augment_p, augment_rng, 2, augment_index), return_classes=with_classes))
     loss_fake = jnp.mean(jax.nn.softplus(fake_logits))
     loss_real = jnp.mean(jax.nn.softplus(-real_logits))
     aux = {"loss_fake": loss_fake, "loss_real": loss_real, "fake_logits": fake_logits, "real_logits": real_logits}
-    return loss_fake + loss_real, (aux, new_ema)
+    loss = loss_fake + loss_real
+    if with_classes:
+        aux["loss_class"] = jnp.mean(class_cross_entropy(real_classes, real_c))
+        loss = loss + opts.class_weight * aux["loss_class"]
+    return loss, (aux, new_ema)
 
 
 def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarray, *,
@@ -361,6 +396,7 @@ __all__ = [
     "LossOptions",
     "blur_images",
     "blur_sigma_schedule",
+    "class_cross_entropy",
     "d_logistic_loss",
     "d_main_loss",
     "d_reg_loss",

@@ -206,6 +206,45 @@ def test_pack_refuses_what_it_cannot_score():
         D.apply(variables, jnp.zeros((3, 3, 16, 16)), jnp.zeros((3, 0)))
 
 
+# ---- auxiliary class head (AC-GAN) --------------------------------------------------------------------
+
+
+def _class_head_pair():
+    """A conditional D with the class head and the same D without it."""
+    kw = dict(c_dim=3, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, mbstd_group_size=2,
+              mapping_num_layers=1)
+    return Discriminator(class_head=True, **kw), Discriminator(**kw)
+
+
+def test_class_head_reads_the_image_and_leaves_the_logits_alone():
+    D, plain = _class_head_pair()
+    variables = D.init_params(jax.random.PRNGKey(0), batch_size=4)
+    assert variables["params"]["b4"]["cls"]["weight"].shape == (16, 3)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 16, 16))
+    c = jnp.eye(3)[jnp.array([0, 1, 2, 0])]
+    logits, classes = D.apply(variables, x, c, return_classes=True)
+    assert logits.shape == (4, 1) and classes.shape == (4, 3)
+    # The realness logits are the official D's (the head only adds parameters), with or without return_classes.
+    without_head = {"params": {**variables["params"], "b4": {k: v for k, v in variables["params"]["b4"].items()
+                                                             if k != "cls"}}}
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(plain.apply(without_head, x, c)))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(D.apply(variables, x, c)))
+    # The prediction is the image's, not the label's: other labels, the same class logits; other images, others.
+    _, classes_other_c = D.apply(variables, x, c[::-1], return_classes=True)
+    np.testing.assert_array_equal(np.asarray(classes), np.asarray(classes_other_c))
+    _, classes_other_x = D.apply(variables, x[::-1], c, return_classes=True)
+    assert np.max(np.abs(np.asarray(classes_other_x) - np.asarray(classes))) > 1e-4
+
+
+def test_class_head_refuses_what_it_cannot_predict():
+    with pytest.raises(ValueError, match="class_head=True needs a conditional D"):
+        Discriminator(c_dim=0, img_resolution=16, img_channels=3, class_head=True)
+    _, plain = _class_head_pair()
+    variables = plain.init_params(jax.random.PRNGKey(0), batch_size=2)
+    with pytest.raises(ValueError, match="return_classes=True needs class_head=True"):
+        plain.apply(variables, jnp.zeros((2, 3, 16, 16)), jnp.zeros((2, 3)), return_classes=True)
+
+
 # ---- logistic losses ----------------------------------------------------------------------------------
 
 

@@ -21,10 +21,14 @@ from stylegan_jax.losses import (
     LossOptions,
     blur_images,
     blur_sigma_schedule,
+    class_cross_entropy,
     d_main_loss,
+    g_main_loss,
+    run_discriminator,
     run_generator,
 )
-from stylegan_jax.networks.discriminator import discriminator_from_official_kwargs
+from stylegan_jax.models import build_generator
+from stylegan_jax.networks.discriminator import Discriminator, discriminator_from_official_kwargs
 from stylegan_jax.parity.losses import PHASES, check_losses, convert_d_gradients, official_gradients
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_32.npz"
@@ -145,3 +149,67 @@ def test_style_mixing_takes_ws_after_a_cutoff_from_fresh_latents():
         assert 1 <= cutoff < G.num_ws and same[:cutoff].all() and not same[cutoff:].any()
         seen_cutoffs.add(cutoff)
     assert len(seen_cutoffs) > 1
+
+
+# ---- auxiliary classifier (AC-GAN) -------------------------------------------------------------------------------
+
+
+def _class_models():
+    G = build_generator(cfg="t", z_dim=4, w_dim=4, c_dim=3, img_resolution=8, img_channels=1, channel_base=32,
+                        channel_max=4, mapping_layers=1, impl="ref", num_layers=2, num_critical=1, margin_size=2)
+    D = Discriminator(c_dim=3, img_resolution=8, img_channels=1, channel_base=32, channel_max=4, mbstd_group_size=2,
+                      mapping_num_layers=1, class_head=True)
+    return G, D
+
+
+def test_class_cross_entropy():
+    logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    c = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    lse = np.log(np.exp([2.0, 0.0, -1.0]).sum())
+    np.testing.assert_allclose(np.asarray(class_cross_entropy(logits, c)), [lse - 2.0, np.log(3.0)], rtol=1e-6)
+    with pytest.raises(ValueError, match="class logits .* and labels .* differ"):
+        class_cross_entropy(logits, c[:, :2])
+
+
+def test_class_losses_add_the_head_cross_entropy_of_fakes_to_g_and_of_reals_to_d():
+    from stylegan_jax.train.state import TrainConfig, create_train_state
+
+    G, D = _class_models()
+    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
+    g_params, d_params = state.G["params"], state.D["params"]
+    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    z = jax.random.normal(jax.random.PRNGKey(2), (4, 4))
+    gen_c = jnp.eye(3)[jnp.array([0, 1, 2, 1])]
+    real_c = jnp.eye(3)[jnp.array([2, 2, 0, 1])]
+    real = jnp.tanh(jax.random.normal(jax.random.PRNGKey(3), (4, 1, 8, 8)))
+    w = 0.7
+    plain, with_class = LossOptions(r1_gamma=1.0), LossOptions(r1_gamma=1.0, class_weight=w)
+
+    # Gmain: the official loss plus w x the head's cross-entropy of G's fakes against the labels G was given.
+    loss0, _ = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c, opts=plain)
+    loss1, aux = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c, opts=with_class)
+    img, _, _ = run_generator(G, g_params, g_state, z, gen_c)
+    _, fake_classes = run_discriminator(D, d_params, img, gen_c, return_classes=True)
+    ce_fake = float(jnp.mean(class_cross_entropy(fake_classes, gen_c)))
+    np.testing.assert_allclose(float(aux["loss_class"]), ce_fake, rtol=1e-5)
+    np.testing.assert_allclose(float(loss1), float(loss0) + w * ce_fake, rtol=1e-5)
+    grad = jax.grad(lambda p: g_main_loss(G, D, p, d_params, g_state, z, gen_c, opts=with_class)[0])(g_params)
+    grad0 = jax.grad(lambda p: g_main_loss(G, D, p, d_params, g_state, z, gen_c, opts=plain)[0])(g_params)
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad0),
+                                                                strict=True))
+    assert diff > 1e-6  # the class term reaches G
+
+    # Dmain: plus w x the head's cross-entropy of the reals only; the fakes' labels do not train the head.
+    dl0, (aux0, _) = d_main_loss(G, D, d_params, g_params, g_state, real, real_c, z, gen_c, opts=plain)
+    dl1, (aux1, _) = d_main_loss(G, D, d_params, g_params, g_state, real, real_c, z, gen_c, opts=with_class)
+    _, real_classes = run_discriminator(D, d_params, real, real_c, return_classes=True)
+    ce_real = float(jnp.mean(class_cross_entropy(real_classes, real_c)))
+    np.testing.assert_allclose(float(aux1["loss_class"]), ce_real, rtol=1e-5)
+    np.testing.assert_allclose(float(dl1), float(dl0) + w * ce_real, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(aux1["real_logits"]), np.asarray(aux0["real_logits"]))
+    head_grad = lambda c: jax.grad(lambda p: d_main_loss(G, D, p, g_params, g_state, real, real_c, z, c,
+                                                         opts=with_class)[0])(d_params)["b4"]["cls"]
+    # The head's gradient is the reals' alone: the same whatever labels the fakes carry.
+    np.testing.assert_allclose(np.asarray(head_grad(gen_c)["weight"]), np.asarray(head_grad(gen_c[::-1])["weight"]),
+                               rtol=1e-6, atol=1e-8)
+    assert float(jnp.max(jnp.abs(head_grad(gen_c)["weight"]))) > 0

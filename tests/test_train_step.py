@@ -154,6 +154,28 @@ def test_d_optimizer_has_the_lazy_reg_adjustment():
     assert tc.resolved_blur_fade_kimg == 200.0
 
 
+def test_bias_lr_mult_slows_only_the_biases():
+    """train.bias_lr_mult: parameters named 'bias' step at lr * mult, the rest at lr; 1 is the official single Adam
+    (the optimizer state of earlier checkpoints)."""
+    tc = TrainConfig(batch_size=32, d_reg_interval=None, g_lr=0.025, d_lr=0.02, bias_lr_mult=0.2)
+    g_tx, d_tx = make_optimizers(tc)
+    params = {"b4": {"fc": {"weight": jnp.zeros(3), "bias": jnp.zeros(2)}}, "mapping": {"bias": jnp.zeros(1)}}
+    grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 2.0, p.size), params)
+    for tx, lr in ((g_tx, 0.025), (d_tx, 0.02)):
+        updates, _ = tx.update(grads, tx.init(params), params)
+        sign = lambda x: np.sign(np.asarray(x))
+        np.testing.assert_allclose(np.asarray(updates["b4"]["fc"]["weight"]),
+                                   -lr * sign(grads["b4"]["fc"]["weight"]), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(updates["b4"]["fc"]["bias"]),
+                                   -0.2 * lr * sign(grads["b4"]["fc"]["bias"]), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(updates["mapping"]["bias"]),
+                                   -0.2 * lr * sign(grads["mapping"]["bias"]), rtol=1e-5)
+    plain, _ = make_optimizers(TrainConfig(batch_size=32))
+    assert isinstance(plain.init(params), tuple) and "ScaleByAdamState" in type(plain.init(params)[0]).__name__
+    with pytest.raises(ValueError, match="bias_lr_mult must be > 0"):
+        TrainConfig(bias_lr_mult=0.0)
+
+
 def test_g_ema_bookkeeping(setup, first_steps):
     tc = setup[2]
     states, metrics = first_steps
@@ -389,3 +411,39 @@ def test_micro_rounds_checks_the_split():
     with pytest.raises(ValueError, match=r"\(3 packs of model.d_pack=2\).*mbstd_group_size=2"):
         micro_rounds(12, 1, 6, mbstd_group=2, pack=2)
     assert micro_rounds(16, 1, 8, mbstd_group=4, pack=2) == 2
+
+
+def test_class_weight_needs_labels_and_gives_d_a_class_head():
+    """train.class_weight (AC-GAN) reaches D (the head) and the losses; without labels it is refused by name."""
+    from stylegan_jax.config import base_config
+    from stylegan_jax.train.loop import build_networks, resolve_config
+
+    c = base_config()
+    c.data.source, c.data.resolution, c.train.class_weight = "synthetic", 32, 0.5
+    c = resolve_config(c)
+    _, D = build_networks(c, 3)
+    assert D.class_head and TrainConfig.from_config(c).loss_options().class_weight == 0.5
+    with pytest.raises(ValueError, match=r"train.class_weight=0.5 needs labels \(data.use_labels=True"):
+        build_networks(c, 0)
+    c.train.class_weight = 0.0
+    assert not build_networks(c, 3)[1].class_head  # off: the official D, no extra parameters
+    with pytest.raises(ValueError, match="class_weight must be >= 0"):
+        TrainConfig(class_weight=-1.0)
+
+
+@pytest.mark.slow
+def test_class_losses_in_the_step_train_the_head_and_are_logged():
+    """One iteration with train.class_weight: the step logs both class losses, and D's class head moves (it is
+    trained by the reals' labels)."""
+    G, D, _ = tiny_models()
+    D = D.clone(class_head=True)
+    tc = TrainConfig(batch_size=8, d_reg_interval=4, r1_gamma=1.0, class_weight=1.0)
+    mesh = make_mesh()
+    state0 = create_train_state(G, D, tc, jax.random.PRNGKey(0), mesh=mesh)
+    step = make_train_step(G, D, tc, mesh, donate=False)
+    state, metrics = step(state0, toy_batch(), iteration=0)
+    assert bool(metrics["finite"])
+    for key in ("Loss/G/class", "Loss/D/class"):
+        assert np.isfinite(float(metrics[key])) and float(metrics[key]) > 0
+    head = lambda s: host(s.D["params"]["b4"]["cls"])
+    assert max_abs_diff(head(state), head(state0)) > 1e-5

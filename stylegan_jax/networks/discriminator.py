@@ -259,9 +259,12 @@ class DiscriminatorEpilogue(nn.Module):
     mbstd_num_channels: int = 1                   # Minibatch-stddev channels; 0 = no minibatch-stddev layer.
     activation: str = "lrelu"                     # Activation of conv and fc.
     conv_clamp: float | None = None               # Clamp of the 3x3 conv; None = off.
+    num_classes: int = 0                          # Width of the auxiliary class head on fc's features; 0 = none.
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, cmap: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, cmap: jnp.ndarray | None = None,
+                 ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+        """Logits ``[N, 1]``; with ``num_classes > 0`` also the class logits ``[N, num_classes]``."""
         r = self.resolution
         check_shape(x, (None, r, r, self.in_channels), "b4 input")
         x = x.astype(jnp.float32)
@@ -271,6 +274,7 @@ class DiscriminatorEpilogue(nn.Module):
         # Flatten in NCHW order so that fc's weight is exactly the (transposed) official one.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         x = FullyConnectedLayer(self.in_channels, activation=self.activation, name="fc")(x)
+        classes = FullyConnectedLayer(self.num_classes, name="cls")(x) if self.num_classes > 0 else None
         x = FullyConnectedLayer(1 if self.cmap_dim == 0 else self.cmap_dim, name="out")(x)
         if self.cmap_dim > 0:
             if cmap is None:
@@ -278,7 +282,7 @@ class DiscriminatorEpilogue(nn.Module):
             check_shape(cmap, (x.shape[0], self.cmap_dim), "b4 cmap")
             x = jnp.sum(x * cmap, axis=1, keepdims=True) * (1 / math.sqrt(self.cmap_dim))
         check_shape(x, (None, 1), "b4 output")
-        return x
+        return x if classes is None else (x, classes)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -320,6 +324,8 @@ class Discriminator(nn.Module):
     epilogue_activation: str = "lrelu"            # epilogue_kwargs.activation.
     fp16_dtype: Any = None                        # Dtype of the num_fp16_res blocks; None = float32 (official on CPU).
     pack: int = 1                                 # Images per scored pack (PacGAN); 1 = the official D.
+    class_head: bool = False                      # Also predict the label (AC-GAN head, needs c_dim > 0); False =
+                                                  # the official D.
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first trace.
@@ -328,6 +334,8 @@ class Discriminator(nn.Module):
         if self.pack > 1 and self.c_dim > 0:
             raise ValueError(f"Discriminator: pack={self.pack} needs an unconditional D (c_dim=0, got {self.c_dim}): "
                              f"the members of a pack have their own labels")
+        if self.class_head and self.c_dim == 0:
+            raise ValueError("Discriminator: class_head=True needs a conditional D (c_dim > 0): it predicts the label")
         if self.architecture != "resnet":
             raise ValueError(f"Discriminator: architecture {self.architecture!r} is not implemented; only 'resnet'")
         log2 = int(round(math.log2(self.img_resolution))) if self.img_resolution > 0 else 0
@@ -365,10 +373,15 @@ class Discriminator(nn.Module):
         return self.channels(4) if self.cmap_dim is None else self.cmap_dim
 
     @nn.compact
-    def __call__(self, img: jnp.ndarray, c: jnp.ndarray | None = None, force_fp32: bool = False) -> jnp.ndarray:
+    def __call__(self, img: jnp.ndarray, c: jnp.ndarray | None = None, force_fp32: bool = False,
+                 return_classes: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """Logits ``[N, 1]`` for images ``[N, img_channels, img_resolution, img_resolution]`` (NCHW) and labels
         ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``. With ``pack > 1``,
-        ``N`` must be a multiple of ``pack`` and the logits are one per pack, given to each of its members."""
+        ``N`` must be a multiple of ``pack`` and the logits are one per pack, given to each of its members.
+        ``return_classes`` (needs ``class_head``): ``(logits, class_logits [N, c_dim])``, the head's prediction of
+        the label from the image alone (it does not see ``c``)."""
+        if return_classes and not self.class_head:
+            raise ValueError("Discriminator: return_classes=True needs class_head=True")
         r = self.img_resolution
         check_shape(img, (None, self.img_channels, r, r), "Discriminator image (NCHW)")
         n = img.shape[0]
@@ -406,12 +419,17 @@ class Discriminator(nn.Module):
                 embed_features=self.mapping_embed_features, layer_features=self.mapping_layer_features,
                 activation=self.mapping_activation, lr_multiplier=self.mapping_lr_multiplier, name="mapping",
             )(c)
-        logits = DiscriminatorEpilogue(
+        out = DiscriminatorEpilogue(
             in_channels=self.channels(4), cmap_dim=cmap_dim, resolution=4,
             mbstd_group_size=self.mbstd_group_size, mbstd_num_channels=self.mbstd_num_channels,
-            activation=self.epilogue_activation, conv_clamp=self.conv_clamp, name="b4",
+            activation=self.epilogue_activation, conv_clamp=self.conv_clamp,
+            num_classes=self.c_dim if self.class_head else 0, name="b4",
         )(x, cmap)
-        return jnp.tile(logits, (self.pack, 1)) if self.pack > 1 else logits  # image i gets pack i % (N / pack)
+        if self.class_head:
+            # The head is always built (so that init creates its parameters) and dropped by XLA when not returned.
+            logits, classes = out
+            return (logits, classes) if return_classes else logits
+        return jnp.tile(out, (self.pack, 1)) if self.pack > 1 else out  # image i gets pack i % (N / pack)
 
     def init_params(self, rng: Any, batch_size: int = 1) -> dict:
         """``self.init`` with dummy inputs of the right shapes (``{'params': ...}``)."""

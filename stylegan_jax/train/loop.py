@@ -69,6 +69,8 @@ TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
     ("Loss/D", "D", "7.4f"),
     ("Loss/r1", "R1", "8.4f"),
     ("Loss/pl_penalty", "PL", "8.4f"),
+    ("Loss/G/class", "Gcls", "7.4f"),
+    ("Loss/D/class", "Dcls", "7.4f"),
     ("Progress/augment", "augment", "6.3f"),
 ]
 
@@ -104,8 +106,16 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
-                      pack=m.d_pack)
+                      pack=m.d_pack, class_head=_class_head(config, c_dim))
     return G, D
+
+
+def _class_head(config: ml_collections.ConfigDict, c_dim: int) -> bool:
+    """Whether D gets the auxiliary class head: ``train.class_weight > 0``, which needs labels."""
+    if config.train.class_weight > 0 and c_dim == 0:
+        raise ValueError(f"train.class_weight={config.train.class_weight} needs labels (data.use_labels=True and a "
+                         f"dataset with labels): the class head learns them from the real images")
+    return config.train.class_weight > 0
 
 
 def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
@@ -114,7 +124,7 @@ def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
         "c_dim": c_dim, "img_resolution": config.data.resolution, "img_channels": config.data.channels,
         "channel_base": m.d_channel_base, "channel_max": m.d_channel_max, "conv_clamp": m.conv_clamp,
         "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels,
-        "pack": m.d_pack}}
+        "pack": m.d_pack, "class_head": _class_head(config, c_dim)}}
 
 
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:

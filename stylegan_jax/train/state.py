@@ -93,6 +93,8 @@ class TrainConfig:
     ada_interval: int = _TRAIN.ada_interval            # ADA adjusts p every this many iterations.
     ada_kimg: float = _TRAIN.ada_kimg                  # ADA: kimg for p to move from 0 to 1 at full speed.
     augment_spec: str = _TRAIN.augment_spec            # Augmentation spec name (ops.augment.SPECS; official 'bgc').
+    class_weight: float = _TRAIN.class_weight          # AC-GAN class loss weight (D's class head); 0 = off.
+    bias_lr_mult: float = _TRAIN.bias_lr_mult          # Biases learn at lr * this (both networks); 1 = official.
 
     def __post_init__(self) -> None:
         for name in ("d_reg_interval", "g_reg_interval"):
@@ -106,6 +108,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
+        if not self.class_weight >= 0:
+            raise ValueError(f"TrainConfig: class_weight must be >= 0, got {self.class_weight}")
+        if not self.bias_lr_mult > 0:
+            raise ValueError(f"TrainConfig: bias_lr_mult must be > 0, got {self.bias_lr_mult}")
         if self.augment not in ("ada", "fixed", "off"):
             raise ValueError(f"TrainConfig: augment must be 'ada', 'fixed' or 'off', got {self.augment!r}")
         if not (self.augment_p >= 0 and self.ada_interval >= 1 and self.ada_kimg > 0):
@@ -149,7 +155,8 @@ class TrainConfig:
                            blur_init_sigma=float(self.blur_init_sigma),
                            blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0,
                            pl_weight=float(self.pl_weight), pl_batch_shrink=int(self.pl_batch_shrink),
-                           pl_decay=float(self.pl_decay), augment_spec=self._augment_spec())
+                           pl_decay=float(self.pl_decay), augment_spec=self._augment_spec(),
+                           class_weight=float(self.class_weight))
 
     def _augment_spec(self):
         from stylegan_jax.ops.augment import make_spec
@@ -181,7 +188,8 @@ class TrainConfig:
             magnitude_ema_beta=m.magnitude_ema_beta, bf16=bool(m.bf16),
             augment=resolve_augment(str(t.augment), config.data.source),
             augment_p=float(t.augment_p), ada_target=float(t.ada_target), ada_interval=int(t.ada_interval),
-            ada_kimg=float(t.ada_kimg), augment_spec=str(t.augment_spec),
+            ada_kimg=float(t.ada_kimg), augment_spec=str(t.augment_spec), class_weight=float(t.class_weight),
+            bias_lr_mult=float(t.bias_lr_mult),
         )
 
 
@@ -217,13 +225,29 @@ def make_optimizers(tc: TrainConfig) -> tuple[optax.GradientTransformation, opta
     Each Adam is shared by its network's main and lazy-reg updates, i.e. it steps ``interval + 1`` times per
     ``interval`` iterations; the official loop compensates with ``lr * mb_ratio`` and ``beta ** mb_ratio``
     (for G only when ``g_reg_interval`` is set: the StyleGAN2 config).
+
+    ``bias_lr_mult != 1``: every parameter named ``bias`` gets its own Adam at ``lr * bias_lr_mult`` (same betas).
+    With the equalized learning rate the weights are stored as N(0, 1) samples, so ``lr`` is the *relative* speed
+    of every weight, while a bias moves by ``lr`` in absolute terms; this lets a run raise the weights' speed
+    without making the biases equally jumpy (see BENCHMARKS.md, "Training quality", round 14).
     """
     b1, b2 = tc.betas
-    g = tc.g_mb_ratio
-    g_tx = optax.adam(tc.g_lr * g, b1=b1**g, b2=b2**g, eps=tc.eps)
-    r = tc.d_mb_ratio
-    d_tx = optax.adam(tc.d_lr * r, b1=b1**r, b2=b2**r, eps=tc.eps)
-    return g_tx, d_tx
+
+    def adam(lr: float, ratio: float) -> optax.GradientTransformation:
+        make = lambda rate: optax.adam(rate, b1=b1**ratio, b2=b2**ratio, eps=tc.eps)
+        if tc.bias_lr_mult == 1:
+            return make(lr * ratio)
+        return optax.multi_transform({"weights": make(lr * ratio), "biases": make(lr * ratio * tc.bias_lr_mult)},
+                                     parameter_kinds)
+
+    return adam(tc.g_lr, tc.g_mb_ratio), adam(tc.d_lr, tc.d_mb_ratio)
+
+
+def parameter_kinds(params: Any) -> Any:
+    """``'biases'`` for every leaf named ``bias``, ``'weights'`` for the rest: the labels of
+    :func:`make_optimizers`' two Adams."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "biases" if getattr(path[-1], "key", None) == "bias" else "weights", params)
 
 
 @flax.struct.dataclass

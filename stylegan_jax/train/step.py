@@ -437,6 +437,9 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         metrics["Progress/augment"] = ada_p                 # official Progress/augment (p after this iteration)
     if tc.augment == "ada":
         metrics["Progress/ada_stat"] = ada_stat             # mean sign(D(real)) since the last adjustment
+    if tc.class_weight > 0:
+        metrics["Loss/G/class"] = g_aux["loss_class"]      # class head's cross-entropy on G's fakes (their labels)
+        metrics["Loss/D/class"] = d_aux["loss_class"]      # ... on the reals
     if tc.pl_weight > 0:
         metrics.update({
             "Loss/pl_penalty": last_pl,                     # official Loss/pl_penalty (raw (length - mean)^2)
