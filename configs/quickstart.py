@@ -11,6 +11,10 @@ this size and length, round 8), and D separates reals from fakes by the fakes' a
 (benchmarks/discriminator_probe.py). The curve is seed 0's: train.seed 1 and 2 reached 0.48 and 0.67 at 28 kimg (mean
 of the three 0.63), and the same seeds with round 9's code (other rounding, same math) 0.80 / 0.49 / 0.44.
 
+Round 14 found why (README, BENCHMARKS.md): within this run D cannot learn what tells the shapes apart. The same
+config with every weight's learning rate 5x and the biases' unchanged (train.g_lr=0.025, train.d_lr=0.02,
+train.bias_lr_mult=0.2) draws discs, squares and triangles, but needs ~72 kimg for clean ones; not the default yet.
+
 It is still StyleGAN3-T (Fourier-feature input, alias-free filtered nonlinearities, the official layer schedule
 and loss); what differs from the official 256px recipe is chosen for a short CPU run and explained below."""
 
