@@ -9,8 +9,9 @@ quickstart's rate (5x on them too kept D at chance in the supervised probe).
 
 Measured (round 14, BENCHMARKS.md "Training quality", 2-core CPU): discs by ~16 kimg (shape precision 0.52 / 0.60 for
 seeds 0 / 1), which then break up into rounded triangles and squares (the strict metric calls them "other": 0.05 /
-0.14 at 28 kimg); seed 0 at 72 kimg: precision 0.39 over all three classes (circle / square / triangle 0.22 / 0.06 /
-0.11), classifier-space FID 139 (the quickstart at 28 kimg: 5117), crisp discs, squares and triangles in its grid.
+0.14 at 28 kimg); at 72 kimg, seeds 0 / 1 / 2: precision 0.39 / 0.25 / 0.28, each over all three classes (seed 0:
+circle / square / triangle 0.22 / 0.06 / 0.11), classifier-space FID 139 / 164 / 260 (the quickstart at 28 kimg:
+5117), crisp discs, squares and triangles in seed 0's grid.
 ~15 s/kimg alone, so ~18 minutes for 72 kimg."""
 
 from pathlib import Path
