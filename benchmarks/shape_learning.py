@@ -84,7 +84,7 @@ def main() -> None:
         return D.apply({"params": params}, x, y, return_classes=True)[1]
 
     def classifier_classes(params, x, y):   # its 4th class ('other') has no examples here; the labels leave it out
-        return ShapeClassifier().apply(params, jnp.transpose(x, (0, 2, 3, 1)))[1][:, :c_dim]
+        return classifier.apply(params, jnp.transpose(x, (0, 2, 3, 1)))[1][:, :c_dim]
 
     nets = {"D": (lambda k: D.init_params(k, batch_size=batch)["params"], d_classes, d_lrs),
             "classifier": (lambda k: classifier.init(k, jnp.zeros((1, 32, 32, 3))), classifier_classes,

@@ -224,9 +224,7 @@ def run_discriminator(D: nn.Module, d_params: Any, img: jnp.ndarray, c: jnp.ndar
         if augment_rng is None:
             raise ValueError("run_discriminator: augmentation needs an augment_rng")
         img = augment(img, augment_p, augment_rng, augment_spec, sample_index=augment_index)
-    if return_classes:
-        return D.apply({"params": d_params}, img, c, return_classes=True)
-    return D.apply({"params": d_params}, img, c)
+    return D.apply({"params": d_params}, img, c, return_classes=return_classes)
 
 
 def class_cross_entropy(class_logits: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:

@@ -118,13 +118,11 @@ def _class_head(config: ml_collections.ConfigDict, c_dim: int) -> bool:
     return config.train.class_weight > 0
 
 
-def _discriminator_meta(config: ml_collections.ConfigDict, c_dim: int) -> dict:
-    m = config.model
-    return {"class": "stylegan2.Discriminator", "kwargs": {
-        "c_dim": c_dim, "img_resolution": config.data.resolution, "img_channels": config.data.channels,
-        "channel_base": m.d_channel_base, "channel_max": m.d_channel_max, "conv_clamp": m.conv_clamp,
-        "mbstd_group_size": m.mbstd_group_size, "mbstd_num_channels": m.mbstd_num_channels,
-        "pack": m.d_pack, "class_head": _class_head(config, c_dim)}}
+def _discriminator_meta(D: Any) -> dict:
+    """The run's D as saved with every checkpoint: read from the built network, so it cannot drift from it."""
+    fields = ("c_dim", "img_resolution", "img_channels", "channel_base", "channel_max", "conv_clamp",
+              "mbstd_group_size", "mbstd_num_channels", "pack", "class_head")
+    return {"class": "stylegan2.Discriminator", "kwargs": {f: getattr(D, f) for f in fields}}
 
 
 def _grid_png(images_nchw: np.ndarray, path: Path, cols: int) -> None:
@@ -310,7 +308,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[
     replicated = NamedSharding(mesh, P())
     state = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed))
     state = jax.tree.map(lambda x: global_array(np.asarray(x), replicated), state)
-    model_meta = {"generator": generator_config(G), "discriminator": _discriminator_meta(config, data.info.c_dim),
+    model_meta = {"generator": generator_config(G), "discriminator": _discriminator_meta(D),
                   "config": config.to_dict()}
     run = Run(config=config, workdir=workdir, mesh=mesh, data=data, G=G, D=D, state=state,
               step_fn=make_train_step(G, D, config, mesh), logger=_Logger(workdir, is_main, log),
