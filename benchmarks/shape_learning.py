@@ -27,6 +27,8 @@ import numpy as np
 def main() -> None:
     ap = _common.parser(__doc__)
     ap.add_argument("--config", default="configs/quickstart.py", help="a config file with synthetic data")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, repeatable (e.g. model.d_resample_filter='(1,1)')")
     ap.add_argument("--steps", type=int, default=6000, help="updates per network")
     ap.add_argument("--batch", type=int, default=None, help="images per update (default: the config's batch)")
     ap.add_argument("--d-lrs", default=None, help="comma-separated D learning rates (default: the config's d_lr); "
@@ -44,13 +46,13 @@ def main() -> None:
     import jax.numpy as jnp
     import optax
 
-    from stylegan_jax.config import load_config
+    from stylegan_jax.config import apply_overrides, load_config
     from stylegan_jax.data.input_pipeline import make_source, to_model_images
     from stylegan_jax.losses import class_cross_entropy
     from stylegan_jax.metrics.shape_quality import ShapeClassifier
     from stylegan_jax.train.loop import build_networks, resolve_config
 
-    config = resolve_config(load_config(args.config))
+    config = resolve_config(apply_overrides(load_config(args.config), args.set))
     if config.data.source != "synthetic":
         raise SystemExit(f"{args.config}: needs the synthetic shapes (data.source 'synthetic'), got "
                          f"{config.data.source!r}")
@@ -138,10 +140,12 @@ def main() -> None:
     for r in runs:
         rows.append([r["network"], r["rate"], *[f"{p['accuracy']:.3f}" for p in r["curve"]],
                      str(r["first_step_at_target"] or "-")])
-    print(f"\nheld-out class accuracy after N updates of batch {batch} ({args.config}, chance 1/{c_dim})")
+    print(f"\nheld-out class accuracy after N updates of batch {batch} ({' '.join([args.config, *args.set])}, "
+          f"chance 1/{c_dim})")
     _common.print_table(rows)
     _common.write_json(args.json, {
-        "config": args.config, "batch": batch, "betas": list(betas), "steps": args.steps, "pool": args.pool,
+        "config": args.config, "overrides": args.set, "batch": batch, "betas": list(betas), "steps": args.steps,
+        "pool": args.pool,
         "held_out": args.held_out, "target": args.target, "seed": args.seed, "runs": runs,
         "machine": _common.machine()})
 

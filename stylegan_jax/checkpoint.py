@@ -91,13 +91,7 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
     directory, latest = _resolve(path)
     step = latest if step is None else int(step)
     manager = checkpoint_manager(directory, keep=None, create=False)
-    try:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:  # orbax raises many types for unreadable data
-        raise CheckpointError(f"{directory}/{step}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{directory}/{step}: not a stylegan-jax checkpoint (format {meta.get('format')!r})"
-                              if isinstance(meta, dict) else f"{directory}/{step}: foreign checkpoint metadata")
+    meta = _read_meta(manager, directory, step)
     try:
         if target is not None:
             from flax import serialization
@@ -144,6 +138,30 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
     finally:
         manager.close()
     return meta, state
+
+
+def _read_meta(manager: ocp.CheckpointManager, directory: Path, step: int) -> dict:
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for unreadable data
+        manager.close()
+        raise CheckpointError(f"{directory}/{step}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        manager.close()
+        raise CheckpointError(f"{directory}/{step}: not a stylegan-jax checkpoint (format {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{directory}/{step}: foreign checkpoint metadata")
+    return meta
+
+
+def load_checkpoint_meta(path: str | Path, step: int | None = None) -> dict:
+    """Only the JSON metadata of a checkpoint (the latest step unless ``step``): networks, kimg, config used."""
+    directory, latest = _resolve(path)
+    step = latest if step is None else int(step)
+    manager = checkpoint_manager(directory, keep=None, create=False)
+    try:
+        return _read_meta(manager, directory, step)
+    finally:
+        manager.close()
 
 
 def load_generator(path: str | Path, step: int | None = None, impl: str = "fast", which: str = "G_ema"):

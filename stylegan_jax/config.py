@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.d_channel_max = 512            # Discriminator max channels.
     c.model.mbstd_group_size = 4           # Minibatch-stddev group size.
     c.model.mbstd_num_channels = 1         # Minibatch-stddev feature channels.
+    c.model.d_resample_filter = (1, 3, 3, 1)  # Low-pass taps of D's downsampling (official [1,3,3,1]; (1, 1) = box).
     c.model.d_pack = 1                     # D scores packs of this many images (PacGAN); 1 = official.
     c.model.bf16 = False                   # bf16 compute in the highest-resolution layers (GPU/TPU only).
 

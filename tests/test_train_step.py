@@ -431,6 +431,25 @@ def test_class_weight_needs_labels_and_gives_d_a_class_head():
         TrainConfig(class_weight=-1.0)
 
 
+def test_d_resample_filter_reaches_d_and_its_description():
+    """model.d_resample_filter (a command-line tuple) sets the taps of D's downsampling layers and is recorded in the
+    run's D description; the default is the official [1, 3, 3, 1]."""
+    from stylegan_jax.config import apply_overrides, base_config
+    from stylegan_jax.train.loop import _discriminator_meta, build_networks, resolve_config
+
+    c = base_config()
+    c.data.source, c.data.resolution = "synthetic", 32
+    assert build_networks(resolve_config(c), 0)[1].resample_filter == (1.0, 3.0, 3.0, 1.0)
+    c = resolve_config(apply_overrides(c, ["--config.model.d_resample_filter=(1,1)"]))
+    _, D = build_networks(c, 0)
+    assert D.resample_filter == (1.0, 1.0)
+    assert _discriminator_meta(D)["kwargs"]["resample_filter"] == (1.0, 1.0)
+    params = D.init_params(jax.random.PRNGKey(0), batch_size=4)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 32, 32))
+    official, c = D.clone(resample_filter=(1, 3, 3, 1)), jnp.zeros((4, 0))
+    assert not np.allclose(D.apply(params, x, c), official.apply(params, x, c))  # the taps are used
+
+
 @pytest.mark.slow
 def test_class_losses_in_the_step_train_the_head_and_are_logged():
     """One iteration with train.class_weight: the step logs both class losses, and D's class head moves (it is

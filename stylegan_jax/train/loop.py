@@ -54,7 +54,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from stylegan_jax.apis.sampling import FunctionCache
-from stylegan_jax.checkpoint import checkpoint_manager, load_checkpoint
+from stylegan_jax.checkpoint import CheckpointError, checkpoint_manager, load_checkpoint, load_checkpoint_meta
 from stylegan_jax.checkpoint import save_checkpoint as _write_checkpoint
 from stylegan_jax.models import build_generator, generator_class, generator_config
 from stylegan_jax.train import distributed
@@ -95,7 +95,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     """(G, D) from a resolved config: ``model.cfg`` picks StyleGAN3-T / -R or StyleGAN2 (``'stylegan2'``); the
     discriminator is the same StyleGAN2 residual one for all three."""
-    from stylegan_jax.networks.discriminator import Discriminator
+    from stylegan_jax.networks.discriminator import Discriminator, as_filter_spec
 
     m = config.model
     G = build_generator(cfg=m.cfg, z_dim=m.z_dim, w_dim=m.w_dim, c_dim=c_dim, img_resolution=config.data.resolution,
@@ -106,7 +106,8 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
-                      pack=m.d_pack, class_head=_class_head(config, c_dim))
+                      pack=m.d_pack, class_head=_class_head(config, c_dim),
+                      resample_filter=as_filter_spec(m.d_resample_filter))
     return G, D
 
 
@@ -121,7 +122,7 @@ def _class_head(config: ml_collections.ConfigDict, c_dim: int) -> bool:
 def _discriminator_meta(D: Any) -> dict:
     """The run's D as saved with every checkpoint: read from the built network, so it cannot drift from it."""
     fields = ("c_dim", "img_resolution", "img_channels", "channel_base", "channel_max", "conv_clamp",
-              "mbstd_group_size", "mbstd_num_channels", "pack", "class_head")
+              "mbstd_group_size", "mbstd_num_channels", "pack", "class_head", "resample_filter")
     return {"class": "stylegan2.Discriminator", "kwargs": {f: getattr(D, f) for f in fields}}
 
 
@@ -482,11 +483,40 @@ def restore(run: Run, resume: bool) -> None:
     """Continue from the latest checkpoint in the workdir (state, data position), if any and ``resume``."""
     if resume and run.saved_steps():
         # States saved before path-length regularization existed lack its fields: they start fresh (zeros).
-        meta, state = load_checkpoint(run.ckpt_dir, target=run.state, fill_missing=ADDED_STATE_FIELDS)
+        try:
+            meta, state = load_checkpoint(run.ckpt_dir, target=run.state, fill_missing=ADDED_STATE_FIELDS)
+        except CheckpointError as e:
+            changed = _changed_settings(load_checkpoint_meta(run.ckpt_dir).get("config", {}), run.config.to_dict())
+            if not changed:
+                raise
+            raise CheckpointError(f"{e}\nThe run in {run.workdir} was saved with other settings than this one's: "
+                                  f"{'; '.join(changed)}. Resume with the saved settings (config.json in the "
+                                  f"workdir), or train the new ones in a new --workdir.") from e
         run.state = state
         run.data.restore(meta["data_state"])
         run.step = run.start_step = int(meta["step"])
         run.logger.line(f"resumed from {run.ckpt_dir}/{run.step} at {meta['kimg']:.3f} kimg")
+
+
+# Config sections whose values can change what a training state holds (its networks, optimizers, counters); the
+# others (log, the length of the run) cannot.
+_STATE_SECTIONS = ("model", "data", "train")
+_NOT_STATE_KEYS = {"train.total_kimg", "data.path", "data.data_dir", "data.num_workers", "data.prefetch"}
+
+
+def _changed_settings(saved: dict, current: dict) -> list[str]:
+    """``'key: saved -> current'`` for the settings of ``_STATE_SECTIONS`` that differ between two configs."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}.{key}" if prefix else key).items()}
+
+    def as_json(v: Any) -> Any:  # the checkpoint's meta is JSON: tuples come back as lists
+        return json.loads(json.dumps(v, default=str))
+
+    a, b = as_json(flat(saved)), as_json(flat(current))
+    return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}" for key in sorted(a.keys() | b.keys())
+            if key.split(".")[0] in _STATE_SECTIONS and key not in _NOT_STATE_KEYS and a.get(key) != b.get(key)]
 
 
 def plan(run: Run, stop_after_steps: int | None) -> None:
