@@ -28,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.z_dim = 512                    # Input latent (Z) dimensionality.
     c.model.w_dim = 512                    # Intermediate latent (W) dimensionality.
     c.model.mapping_layers = 8             # Mapping network depth (the design; official StyleGAN3 uses 2).
+    c.model.mapping_lr_multiplier = 0.01   # Learning-rate multiplier of G's mapping and D's label mapping (official).
     c.model.channel_base = 32768           # Channel multiplier (R doubles it internally).
     c.model.channel_max = 512              # Max channels per layer (R doubles it internally).
     c.model.conv_clamp = 256.0             # Clamp conv outputs; None = off.

@@ -431,6 +431,28 @@ def test_class_weight_needs_labels_and_gives_d_a_class_head():
         TrainConfig(class_weight=-1.0)
 
 
+def test_mapping_lr_multiplier_reaches_g_and_keeps_its_initial_function():
+    """model.mapping_lr_multiplier sets the multiplier of G's mapping layers (and of a conditional D's label mapping)
+    and is saved in the generator description; the stored weights scale with 1 / multiplier, so the same seed starts
+    from the same network (only the size of Adam's steps on the mapping changes)."""
+    from stylegan_jax.config import base_config
+    from stylegan_jax.models import generator_config
+    from stylegan_jax.train.loop import build_networks, resolve_config
+
+    c = base_config()
+    c.data.source, c.data.resolution = "synthetic", 32
+    c.model.update(z_dim=8, w_dim=8, mapping_layers=2, num_layers=3, channel_base=256, channel_max=8)
+    official, _ = build_networks(resolve_config(c), 3)
+    c.model.mapping_lr_multiplier = 0.5
+    G, D = build_networks(resolve_config(c), 3)
+    assert official.mapping_lr_multiplier == 0.01 and G.mapping_lr_multiplier == 0.5
+    assert D.mapping_lr_multiplier == 0.5  # D's label mapping (a conditional D) follows the same setting
+    assert generator_config(G)["kwargs"]["mapping_lr_multiplier"] == 0.5
+    z, c = jax.random.normal(jax.random.PRNGKey(1), (2, 8)), jnp.eye(3)[:2]
+    ws = [g.apply(g.init(jax.random.PRNGKey(0), z, c), z, c, method=g.map) for g in (official, G)]
+    np.testing.assert_allclose(ws[0], ws[1], rtol=1e-5, atol=1e-6)
+
+
 def test_d_resample_filter_reaches_d_and_its_description():
     """model.d_resample_filter (a command-line tuple) sets the taps of D's downsampling layers and is recorded in the
     run's D description; the default is the official [1, 3, 3, 1]."""

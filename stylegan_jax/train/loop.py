@@ -103,11 +103,13 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
                         mapping_layers=m.mapping_layers, conv_clamp=m.conv_clamp,
                         magnitude_ema_beta=m.magnitude_ema_beta, num_layers=m.num_layers,
                         margin_size=m.margin_size, input_transform_init=m.input_transform_init)
+    G = G.clone(mapping_lr_multiplier=m.mapping_lr_multiplier)
     D = Discriminator(c_dim=c_dim, img_resolution=config.data.resolution, img_channels=config.data.channels,
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
                       pack=m.d_pack, class_head=_class_head(config, c_dim),
-                      resample_filter=as_filter_spec(m.d_resample_filter))
+                      resample_filter=as_filter_spec(m.d_resample_filter),
+                      mapping_lr_multiplier=m.mapping_lr_multiplier)
     return G, D
 
 
@@ -122,7 +124,8 @@ def _class_head(config: ml_collections.ConfigDict, c_dim: int) -> bool:
 def _discriminator_meta(D: Any) -> dict:
     """The run's D as saved with every checkpoint: read from the built network, so it cannot drift from it."""
     fields = ("c_dim", "img_resolution", "img_channels", "channel_base", "channel_max", "conv_clamp",
-              "mbstd_group_size", "mbstd_num_channels", "pack", "class_head", "resample_filter")
+              "mbstd_group_size", "mbstd_num_channels", "pack", "class_head", "resample_filter",
+              "mapping_lr_multiplier")
     return {"class": "stylegan2.Discriminator", "kwargs": {f: getattr(D, f) for f in fields}}
 
 
