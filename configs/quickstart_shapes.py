@@ -12,7 +12,8 @@ seeds 0 / 1), which then break up into rounded triangles and squares (the strict
 0.14 at 28 kimg); at 72 kimg, seeds 0 / 1 / 2: precision 0.39 / 0.25 / 0.28, each over all three classes (seed 0:
 circle / square / triangle 0.22 / 0.06 / 0.11), classifier-space FID 139 / 164 / 260 (the quickstart at 28 kimg:
 5117), crisp discs, squares and triangles in seed 0's grid.
-~15 s/kimg alone, so ~18 minutes for 72 kimg."""
+~15 s/kimg alone, so ~18 minutes for 72 kimg. Round 15 (BENCHMARKS.md) tried to shorten the stage where the discs
+break up (D's downsampling taps, a softer G, the mapping's learning rate, R1 gamma, PacGAN, labels): none did."""
 
 from pathlib import Path
 
