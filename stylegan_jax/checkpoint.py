@@ -91,7 +91,11 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
     directory, latest = _resolve(path)
     step = latest if step is None else int(step)
     manager = checkpoint_manager(directory, keep=None, create=False)
-    meta = _read_meta(manager, directory, step)
+    try:
+        meta = _read_meta(manager, directory, step)
+    except CheckpointError:
+        manager.close()
+        raise
     try:
         if target is not None:
             from flax import serialization
@@ -141,13 +145,12 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
 
 
 def _read_meta(manager: ocp.CheckpointManager, directory: Path, step: int) -> dict:
+    """The checkpoint's JSON metadata, checked to be ours (the caller closes ``manager``)."""
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # orbax raises many types for unreadable data
-        manager.close()
         raise CheckpointError(f"{directory}/{step}: unreadable checkpoint metadata ({type(e).__name__}: {e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        manager.close()
         raise CheckpointError(f"{directory}/{step}: not a stylegan-jax checkpoint (format {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{directory}/{step}: foreign checkpoint metadata")
     return meta

@@ -517,9 +517,10 @@ def _changed_settings(saved: dict, current: dict) -> list[str]:
     def as_json(v: Any) -> Any:  # the checkpoint's meta is JSON: tuples come back as lists
         return json.loads(json.dumps(v, default=str))
 
+    # Settings the saved config lacks did not exist when it was written (their defaults are the old behaviour).
     a, b = as_json(flat(saved)), as_json(flat(current))
-    return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}" for key in sorted(a.keys() | b.keys())
-            if key.split(".")[0] in _STATE_SECTIONS and key not in _NOT_STATE_KEYS and a.get(key) != b.get(key)]
+    return [f"{key}: {a[key]!r} -> {b.get(key, '(unset)')!r}" for key in sorted(a)
+            if key.split(".")[0] in _STATE_SECTIONS and key not in _NOT_STATE_KEYS and a[key] != b.get(key)]
 
 
 def plan(run: Run, stop_after_steps: int | None) -> None:
