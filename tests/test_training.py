@@ -231,28 +231,28 @@ def test_checkpoint_without_newer_state_fields_resumes(tmp_path):
 
 def test_resume_with_settings_that_change_the_state_names_them(tmp_path):
     """Resuming a workdir with a setting that changes what the training state holds (here the biases' own Adam of
-    train.bias_lr_mult) is refused naming that setting and its saved value; the checkpoint stays and still resumes
-    with the saved settings."""
+    train.bias_lr_mult) is refused naming that setting and its saved value; the checkpoint and config.json stay as they
+    were, and the run still resumes with settings that do not change the state."""
     from stylegan_jax.checkpoint import CheckpointError
     from stylegan_jax.config import apply_overrides, base_config
     from stylegan_jax.train import loop
     from tests.tiny_config import overrides
 
-    def run_with(*changes: str):
-        return loop.setup(loop.resolve_config(apply_overrides(base_config(), overrides() + list(changes))),
-                          tmp_path / "run", log=lambda _: None)
+    def config_with(*changes: str):
+        return loop.resolve_config(apply_overrides(base_config(), overrides() + list(changes)))
 
-    run = run_with()
+    workdir = tmp_path / "run"
+    run = loop.setup(config_with(), workdir, log=lambda _: None)
     loop.save_checkpoint(run)
+    loop.save_config(run)
     loop.close(run)
-    run = run_with("train.bias_lr_mult=0.5", "train.g_lr=0.01")
-    try:
-        with pytest.raises(CheckpointError, match=r"(?s)could not be restored.*saved with other settings.*"
-                                                  r"train\.bias_lr_mult: 1\.0 -> 0\.5.*train\.g_lr"):
-            loop.restore(run, resume=True)
-    finally:
-        loop.close(run)
-    run = run_with("train.g_lr=0.01")  # the learning rate is not part of the state: resumes
+    saved_config = (workdir / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"(?s)^the run in .* saved with other settings than this one's: "
+                                              r"train\.bias_lr_mult: 1\.0 -> 0\.5; train\.g_lr.*could not be restored"):
+        loop.train(config_with("train.bias_lr_mult=0.5", "train.g_lr=0.01"), workdir, log=lambda _: None)
+    assert (workdir / "config.json").read_text() == saved_config
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["0"]
+    run = loop.setup(config_with("train.g_lr=0.01"), workdir, log=lambda _: None)  # not part of the state: resumes
     try:
         loop.restore(run, resume=True)
         assert run.step == 0 and run.saved_steps() == [0]

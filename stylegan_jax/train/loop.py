@@ -307,8 +307,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[
     if config.log.metrics_kimg > 0 and (problem := _metrics_problem(config, metric_names)):
         data.close()
         raise ValueError(problem)
-    if is_main:
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     replicated = NamedSharding(mesh, P())
     state = create_train_state(G, D, config, jax.random.PRNGKey(config.train.seed))
     state = jax.tree.map(lambda x: global_array(np.asarray(x), replicated), state)
@@ -492,13 +490,21 @@ def restore(run: Run, resume: bool) -> None:
             changed = _changed_settings(load_checkpoint_meta(run.ckpt_dir).get("config", {}), run.config.to_dict())
             if not changed:
                 raise
-            raise CheckpointError(f"{e}\nThe run in {run.workdir} was saved with other settings than this one's: "
+            # The settings first: orbax's own message lists every leaf of the state and can run to pages.
+            raise CheckpointError(f"the run in {run.workdir} was saved with other settings than this one's: "
                                   f"{'; '.join(changed)}. Resume with the saved settings (config.json in the "
-                                  f"workdir), or train the new ones in a new --workdir.") from e
+                                  f"workdir), or train the new ones in a new --workdir.\n{e}") from e
         run.state = state
         run.data.restore(meta["data_state"])
         run.step = run.start_step = int(meta["step"])
         run.logger.line(f"resumed from {run.ckpt_dir}/{run.step} at {meta['kimg']:.3f} kimg")
+
+
+def save_config(run: Run) -> None:
+    """``config.json``: the settings this invocation trains with, written once the workdir's checkpoint (if any) has
+    been restored with them, so that a refused resume leaves the saved run's file as it was."""
+    if run.is_main:
+        (run.workdir / "config.json").write_text(json.dumps(run.config.to_dict(), indent=2, default=str))
 
 
 # Config sections whose values can change what a training state holds (its networks, optimizers, counters); the
@@ -647,6 +653,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, resume: bool =
     with distributed.Watchdog(on_lost=run.last_checkpoint_note):
         try:
             restore(run, resume)
+            save_config(run)
             plan(run, stop_after_steps)
             compile_programs(run)
             if run.step == 0:
