@@ -515,16 +515,13 @@ _NOT_STATE_KEYS = {"train.total_kimg", "data.path", "data.data_dir", "data.num_w
 
 def _changed_settings(saved: dict, current: dict) -> list[str]:
     """``'key: saved -> current'`` for the settings of ``_STATE_SECTIONS`` that differ between two configs."""
-    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(d, dict):
-            return {prefix: d}
-        return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}.{key}" if prefix else key).items()}
+    from flax import traverse_util
 
-    def as_json(v: Any) -> Any:  # the checkpoint's meta is JSON: tuples come back as lists
-        return json.loads(json.dumps(v, default=str))
+    def flat(d: dict) -> dict[str, Any]:  # through JSON as the checkpoint's meta was: tuples come back as lists
+        return traverse_util.flatten_dict(json.loads(json.dumps(d, default=str)), sep=".")
 
     # Settings the saved config lacks did not exist when it was written (their defaults are the old behaviour).
-    a, b = as_json(flat(saved)), as_json(flat(current))
+    a, b = flat(saved), flat(current)
     return [f"{key}: {a[key]!r} -> {b.get(key, '(unset)')!r}" for key in sorted(a)
             if key.split(".")[0] in _STATE_SECTIONS and key not in _NOT_STATE_KEYS and a[key] != b.get(key)]
 
