@@ -95,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Auxiliary classifier (AC-GAN, Odena et al. 2017; not in the official code): with labels (data.use_labels),
     # D gets a head that learns the label of real images and G is asked to draw what it recognises as its label.
     c.train.class_weight = 0.0             # Weight of both class losses; 0 = off (the official objective).
+    c.train.g_class_weight = -1.0          # Weight of G's class loss alone; -1 = class_weight (D's stays class_weight).
     c.train.bias_lr_mult = 1.0             # Biases learn at g_lr / d_lr times this; 1 = official (see make_optimizers).
 
     c.log = ml_collections.ConfigDict()

@@ -100,6 +100,7 @@ class LossOptions:
     pl_decay: float = 0.01           # Rate of the running mean of path lengths (official default 0.01).
     augment_spec: Any = None         # ops.augment.AugmentSpec of D's input augmentation (ADA); None = none.
     class_weight: float = 0.0        # Auxiliary-classifier loss weight (AC-GAN; needs D.class_head); 0 = off.
+    g_class_weight: float | None = None  # G's class loss weight; None = class_weight (D's is always class_weight).
 
 
 def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
@@ -258,7 +259,8 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
     augmented at probability ``augment_p`` (the gradient reaches G through the augmentation; ``augment_index``:
     the samples' indices that key their draws, see :func:`run_discriminator`; ``mixing``: see
     :func:`run_generator`). With ``opts.class_weight > 0`` (AC-GAN, a D with ``class_head``) the loss adds
-    ``class_weight * mean(cross-entropy(D's class head(G(z, c)), c))``: G is also asked to draw what the head
+    ``g_class_weight * mean(cross-entropy(D's class head(G(z, c)), c))`` (``g_class_weight`` None:
+    ``class_weight``): G is also asked to draw what the head
     recognises as the label it was given. Returns ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``
     (and the class loss in ``aux['loss_class']``).
     """
@@ -272,7 +274,8 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
         return jnp.mean(g_nonsaturating_loss(out)), {"fake_logits": out}
     logits, classes = out
     loss_class = jnp.mean(class_cross_entropy(classes, gen_c))
-    loss = jnp.mean(g_nonsaturating_loss(logits)) + opts.class_weight * loss_class
+    g_weight = opts.class_weight if opts.g_class_weight is None else opts.g_class_weight
+    loss = jnp.mean(g_nonsaturating_loss(logits)) + g_weight * loss_class
     return loss, {"fake_logits": logits, "loss_class": loss_class}
 
 

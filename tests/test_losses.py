@@ -198,6 +198,13 @@ def test_class_losses_add_the_head_cross_entropy_of_fakes_to_g_and_of_reals_to_d
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad0),
                                                                 strict=True))
     assert diff > 1e-6  # the class term reaches G
+    # g_class_weight weighs G's class term alone (D's stays class_weight, below); 0 leaves G the official loss.
+    loss_g, _ = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c,
+                            opts=LossOptions(r1_gamma=1.0, class_weight=w, g_class_weight=0.2))
+    np.testing.assert_allclose(float(loss_g), float(loss0) + 0.2 * ce_fake, rtol=1e-5)
+    loss_g0, _ = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c,
+                             opts=LossOptions(r1_gamma=1.0, class_weight=w, g_class_weight=0.0))
+    np.testing.assert_allclose(float(loss_g0), float(loss0), rtol=1e-6)
 
     # Dmain: plus w x the head's cross-entropy of the reals only; the fakes' labels do not train the head.
     dl0, (aux0, _) = d_main_loss(G, D, d_params, g_params, g_state, real, real_c, z, gen_c, opts=plain)
@@ -206,6 +213,9 @@ def test_class_losses_add_the_head_cross_entropy_of_fakes_to_g_and_of_reals_to_d
     ce_real = float(jnp.mean(class_cross_entropy(real_classes, real_c)))
     np.testing.assert_allclose(float(aux1["loss_class"]), ce_real, rtol=1e-5)
     np.testing.assert_allclose(float(dl1), float(dl0) + w * ce_real, rtol=1e-5)
+    dl2, _ = d_main_loss(G, D, d_params, g_params, g_state, real, real_c, z, gen_c,
+                         opts=LossOptions(r1_gamma=1.0, class_weight=w, g_class_weight=0.0))
+    np.testing.assert_allclose(float(dl2), float(dl1), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(aux1["real_logits"]), np.asarray(aux0["real_logits"]))
     head_grad = lambda c: jax.grad(lambda p: d_main_loss(G, D, p, g_params, g_state, real, real_c, z, c,
                                                          opts=with_class)[0])(d_params)["b4"]["cls"]

@@ -423,12 +423,18 @@ def test_class_weight_needs_labels_and_gives_d_a_class_head():
     c = resolve_config(c)
     _, D = build_networks(c, 3)
     assert D.class_head and TrainConfig.from_config(c).loss_options().class_weight == 0.5
+    assert TrainConfig.from_config(c).loss_options().g_class_weight == 0.5  # unset (-1): G's follows class_weight
+    c.train.g_class_weight = 0.1
+    opts = TrainConfig.from_config(c).loss_options()
+    assert (opts.class_weight, opts.g_class_weight) == (0.5, 0.1)
     with pytest.raises(ValueError, match=r"train.class_weight=0.5 needs labels \(data.use_labels=True"):
         build_networks(c, 0)
     c.train.class_weight = 0.0
     assert not build_networks(c, 3)[1].class_head  # off: the official D, no extra parameters
     with pytest.raises(ValueError, match="class_weight must be >= 0"):
         TrainConfig(class_weight=-1.0)
+    with pytest.raises(ValueError, match=r"g_class_weight=0.1 needs class_weight > 0"):
+        TrainConfig(class_weight=0.0, g_class_weight=0.1)
 
 
 def test_mapping_lr_multiplier_reaches_g_and_keeps_its_initial_function():

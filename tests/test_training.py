@@ -258,3 +258,19 @@ def test_resume_with_settings_that_change_the_state_names_them(tmp_path):
         assert run.step == 0 and run.saved_steps() == [0]
     finally:
         loop.close(run)
+
+
+def test_grid_labels_of_a_conditional_run_are_dataset_draws_ordered_by_class():
+    """A conditional run's grid draws its labels from the dataset (the official way) and orders them by class, so
+    that the grid reads class by class, row after row."""
+    from stylegan_jax.data.input_pipeline import make_dataset
+    from stylegan_jax.train.loop import grid_labels
+
+    data = make_dataset(resolution=8, batch_size=4, use_labels=True, prefetch=0, synthetic_size=60)
+    drawn, labels = data.sample_labels(36, 0), grid_labels(data, 36, 0)
+    classes = np.argmax(labels, axis=1)
+    assert labels.shape == (36, 3) and np.all(np.diff(classes) >= 0)  # grouped: class 0 first, then 1, then 2
+    assert len(np.unique(classes)) == 3
+    # The same draws, only reordered.
+    np.testing.assert_array_equal(np.sort(np.argmax(drawn, axis=1)), classes)
+    assert not np.array_equal(np.argmax(drawn, axis=1), classes)  # the draws alone are not sorted

@@ -440,13 +440,21 @@ def _equivariance_fn(names: list[str]) -> Callable[[Run, int], dict[str, float]]
     return evaluate
 
 
+def grid_labels(data: Any, n: int, seed: int) -> np.ndarray:
+    """The labels of a conditional run's grid: ``n`` dataset labels drawn with ``seed`` (as the official loop
+    draws them), ordered by class (the argmax of each label, a stable sort), so that the grid, filled row by
+    row, reads class by class."""
+    labels = data.sample_labels(n, seed)
+    return labels[np.argsort(np.argmax(labels, axis=1), kind="stable")]
+
+
 def compile_programs(run: Run) -> None:
     """Compile the step's programs and the grid program ahead of time, then meet the other processes: the first
     collective must not start while a slower host is still compiling (gloo waits only 30 s for a peer)."""
     c = run.config
     grid_n = c.log.grid_size**2
     z = np.random.RandomState(c.train.seed).randn(grid_n, run.G.z_dim).astype(np.float32)
-    labels = run.data.sample_labels(grid_n, c.train.seed) if run.data.info.c_dim else None
+    labels = grid_labels(run.data, grid_n, c.train.seed) if run.data.info.c_dim else None
     split = grid_n % run.mesh.size == 0
     in_sharding = NamedSharding(run.mesh, P("data") if split else P())
     replicated = NamedSharding(run.mesh, P())

@@ -94,6 +94,7 @@ class TrainConfig:
     ada_kimg: float = _TRAIN.ada_kimg                  # ADA: kimg for p to move from 0 to 1 at full speed.
     augment_spec: str = _TRAIN.augment_spec            # Augmentation spec name (ops.augment.SPECS; official 'bgc').
     class_weight: float = _TRAIN.class_weight          # AC-GAN class loss weight (D's class head); 0 = off.
+    g_class_weight: float = _TRAIN.g_class_weight      # G's class loss weight; -1 (unset) = class_weight.
     bias_lr_mult: float = _TRAIN.bias_lr_mult          # Biases learn at lr * this (both networks); 1 = official.
 
     def __post_init__(self) -> None:
@@ -110,6 +111,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
         if not self.class_weight >= 0:
             raise ValueError(f"TrainConfig: class_weight must be >= 0, got {self.class_weight}")
+        if self.class_weight == 0 and not _unset(self.g_class_weight) and self.g_class_weight > 0:
+            raise ValueError(f"TrainConfig: g_class_weight={self.g_class_weight} needs class_weight > 0 (D's class "
+                             f"head, which G's class loss reads, exists only then)")
         if not self.bias_lr_mult > 0:
             raise ValueError(f"TrainConfig: bias_lr_mult must be > 0, got {self.bias_lr_mult}")
         if self.augment not in ("ada", "fixed", "off"):
@@ -156,7 +160,11 @@ class TrainConfig:
                            blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0,
                            pl_weight=float(self.pl_weight), pl_batch_shrink=int(self.pl_batch_shrink),
                            pl_decay=float(self.pl_decay), augment_spec=self._augment_spec(),
-                           class_weight=float(self.class_weight))
+                           class_weight=float(self.class_weight), g_class_weight=self.resolved_g_class_weight)
+
+    @property
+    def resolved_g_class_weight(self) -> float:
+        return float(self.class_weight) if _unset(self.g_class_weight) else float(self.g_class_weight)
 
     def _augment_spec(self):
         from stylegan_jax.ops.augment import make_spec
@@ -189,6 +197,7 @@ class TrainConfig:
             augment=resolve_augment(str(t.augment), config.data.source),
             augment_p=float(t.augment_p), ada_target=float(t.ada_target), ada_interval=int(t.ada_interval),
             ada_kimg=float(t.ada_kimg), augment_spec=str(t.augment_spec), class_weight=float(t.class_weight),
+            g_class_weight=float(t.g_class_weight),
             bias_lr_mult=float(t.bias_lr_mult),
         )
 
