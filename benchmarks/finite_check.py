@@ -12,8 +12,8 @@ in blocks of ``--steps`` iterations, alternately:
 Each block ends synchronised (the flags read, the state ready), so both modes are timed over the same work; the
 blocks are interleaved (every step, at ticks, every step, ...) so that a change of load hits both alike, and
 each block holds the same mix of step variants (``--steps`` a multiple of the regularization intervals). The
-batches come from the run's input pipeline, as in training. Default: the quickstart config without its metrics;
-``--set key=value`` overrides it (e.g. a smaller model).
+batches come from the run's input pipeline, as in training. Default: the quickstart of rounds 7-16
+(configs/quickstart_discs.py) without its metrics; ``--set key=value`` overrides it (e.g. a smaller model).
 
 Also reported: "host busy", the share of a block that passed before the host had dispatched its last step (was
 free for other work: logging, grids, the next batches); with the check every step it is ~100 % by construction.
@@ -39,7 +39,7 @@ MODES = ("every step", "at ticks")
 
 def parse_args(argv: list[str] | None = None):
     ap = _common.parser(__doc__)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "quickstart.py"), help="training config file")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "quickstart_discs.py"), help="training config file")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override (repeatable), e.g. train.batch_size=4")
     ap.add_argument("--steps", type=int, default=16, help="training steps per block (a tick)")

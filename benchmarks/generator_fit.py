@@ -1,6 +1,6 @@
 """Can this generator draw the training images at all? Fit G alone to a few real images by regression.
 
-    .venv/bin/python benchmarks/generator_fit.py --config configs/quickstart.py [--config.key=value ...]
+    .venv/bin/python benchmarks/generator_fit.py --config configs/quickstart_discs.py [--config.key=value ...]
         [--images 16] [--steps 1000] [--lr 0.005] [--png fit.png] [--json out.json]
 
 A diagnostic for training-quality questions (issue 20), separate from the GAN: ``--images`` synthetic images (the

@@ -9,7 +9,7 @@ the shape metric (``metrics.shape_quality.ShapeClassifier``: ordinary He-initial
 ``--classifier-lrs``, on the same images in the same order. It prints the held-out class accuracy every
 ``--eval-every`` updates and the first update at which it reached ``--target``.
 
-  python benchmarks/shape_learning.py --config configs/quickstart.py --steps 6000 --json out.json
+  python benchmarks/shape_learning.py --config configs/quickstart_discs.py --steps 6000 --json out.json
 
 The images are the configuration's own training images (its data config, uint8 as D sees them, converted as the
 step converts them); the first ``--pool`` are trained on, the next ``--held-out`` scored. Nothing here is a GAN:
@@ -26,7 +26,7 @@ import numpy as np
 
 def main() -> None:
     ap = _common.parser(__doc__)
-    ap.add_argument("--config", default="configs/quickstart.py", help="a config file with synthetic data")
+    ap.add_argument("--config", default="configs/quickstart_discs.py", help="a config file with synthetic data")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, repeatable (e.g. model.d_resample_filter='(1,1)')")
     ap.add_argument("--steps", type=int, default=6000, help="updates per network")

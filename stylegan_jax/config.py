@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.mbstd_num_channels = 1         # Minibatch-stddev feature channels.
     c.model.d_resample_filter = (1, 3, 3, 1)  # Low-pass taps of D's downsampling (official [1,3,3,1]; (1, 1) = box).
     c.model.d_pack = 1                     # D scores packs of this many images (PacGAN); 1 = official.
+    c.model.d_project_labels = True        # D's realness projected on the label (official); False: only D's class
+                                           # head reads labels (classic AC-GAN; needs train.class_weight > 0).
     c.model.bf16 = False                   # bf16 compute in the highest-resolution layers (GPU/TPU only).
 
     c.data = ml_collections.ConfigDict()
@@ -73,6 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.betas = (0.0, 0.99)            # Adam betas.
     c.train.eps = 1e-8                     # Adam epsilon.
     c.train.r1_gamma = 2.0                 # R1 weight (official 256px value).
+    c.train.r1_gamma_final = -1.0          # R1 weight from r1_gamma_final_kimg on (a sharper D late in a run) ...
+    c.train.r1_gamma_final_kimg = -1.0     # ... starting at this kimg; -1 = r1_gamma throughout (official).
     c.train.d_reg_interval = 16            # Lazy R1 every N D steps.
     c.train.style_mixing_prob = 0.0        # Style-mixing regularization probability (StyleGAN2: 0.9).
     c.train.pl_weight = 0.0                # Path-length regularization weight (StyleGAN2: 2; 0 = off).
@@ -96,6 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
     # D gets a head that learns the label of real images and G is asked to draw what it recognises as its label.
     c.train.class_weight = 0.0             # Weight of both class losses; 0 = off (the official objective).
     c.train.g_class_weight = -1.0          # Weight of G's class loss alone; -1 = class_weight (D's stays class_weight).
+    c.train.diversity_weight = 0.0         # Mode-seeking term of G (pairs of fakes with the same label); 0 = off.
     c.train.bias_lr_mult = 1.0             # Biases learn at g_lr / d_lr times this; 1 = official (see make_optimizers).
 
     c.log = ml_collections.ConfigDict()

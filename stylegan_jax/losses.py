@@ -101,6 +101,7 @@ class LossOptions:
     augment_spec: Any = None         # ops.augment.AugmentSpec of D's input augmentation (ADA); None = none.
     class_weight: float = 0.0        # Auxiliary-classifier loss weight (AC-GAN; needs D.class_head); 0 = off.
     g_class_weight: float | None = None  # G's class loss weight; None = class_weight (D's is always class_weight).
+    diversity_weight: float = 0.0    # Weight of G's mode-seeking term (mode_seeking_loss); 0 = off (official).
 
 
 def blur_sigma_schedule(opts: LossOptions, cur_nimg: jnp.ndarray | float) -> jnp.ndarray:
@@ -236,6 +237,25 @@ def class_cross_entropy(class_logits: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarra
     return -jnp.sum(c.astype(jnp.float32) * jax.nn.log_softmax(class_logits.astype(jnp.float32), axis=-1), axis=-1)
 
 
+def mode_seeking_loss(img: jnp.ndarray, z: jnp.ndarray, c: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+    """Mode-seeking term (Mao et al. 2019, "Mode Seeking GANs"): ``mean over pairs of 1 / (d_img / d_z + eps)``
+    with ``d_img`` the mean absolute difference of two fakes and ``d_z`` that of their latents, over every pair
+    ``i < j`` of the batch whose labels agree (``c_i . c_j``; all pairs when unconditional). Small when fakes
+    from different latents differ, large when G draws the same image for many latents: it penalises a collapse,
+    for a conditional G one within a class, which neither D's realness nor its class head sees. 0 when no pair
+    shares a label."""
+    n = img.shape[0]
+    if z.shape[0] != n or c.shape[0] != n:
+        raise ValueError(f"mode_seeking_loss: {n} images, {z.shape[0]} latents, {c.shape[0]} labels")
+    i, j = jnp.triu_indices(n, k=1)
+    x = img.astype(jnp.float32).reshape(n, -1)
+    d_img = jnp.mean(jnp.abs(x[i] - x[j]), axis=1)
+    d_z = jnp.mean(jnp.abs(z[i].astype(jnp.float32) - z[j].astype(jnp.float32)), axis=1)
+    same = jnp.ones_like(d_z) if c.shape[1] == 0 else jnp.sum(c[i].astype(jnp.float32) * c[j], axis=1)
+    terms = 1.0 / (d_img / jnp.maximum(d_z, 1e-12) + eps)  # (two equal latents: a huge term, not a NaN)
+    return jnp.sum(same * terms) / jnp.maximum(jnp.sum(same), 1.0)
+
+
 def _augment_kwargs(opts: LossOptions, augment_p: jnp.ndarray | float, augment_rng: jax.Array | None,
                     which: int, index: jnp.ndarray | None = None) -> dict[str, Any]:
     """run_discriminator's augmentation arguments for the ``which``-th D call of a phase (own draws per call)."""
@@ -261,8 +281,9 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
     :func:`run_generator`). With ``opts.class_weight > 0`` (AC-GAN, a D with ``class_head``) the loss adds
     ``g_class_weight * mean(cross-entropy(D's class head(G(z, c)), c))`` (``g_class_weight`` None:
     ``class_weight``): G is also asked to draw what the head
-    recognises as the label it was given. Returns ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``
-    (and the class loss in ``aux['loss_class']``).
+    recognises as the label it was given. With ``opts.diversity_weight > 0`` it adds that times
+    :func:`mode_seeking_loss` of the fakes. Returns ``(loss, aux)`` with the fake logits in ``aux['fake_logits']``
+    (and the class loss in ``aux['loss_class']``, the mode-seeking term in ``aux['loss_diversity']``).
     """
     img, _, _ = run_generator(G, g_params, g_state, gen_z, gen_c, style_mixing_prob=opts.style_mixing_prob, rng=rng,
                               mixing=mixing)
@@ -270,13 +291,17 @@ def g_main_loss(G: nn.Module, D: nn.Module, g_params: Any, d_params: Any, g_stat
     out = run_discriminator(D, d_params, img, gen_c, blur_sigma, opts.blur_init_sigma,
                             **_augment_kwargs(opts, augment_p, augment_rng, 0, augment_index),
                             return_classes=with_classes)
-    if not with_classes:
-        return jnp.mean(g_nonsaturating_loss(out)), {"fake_logits": out}
-    logits, classes = out
-    loss_class = jnp.mean(class_cross_entropy(classes, gen_c))
-    g_weight = opts.class_weight if opts.g_class_weight is None else opts.g_class_weight
-    loss = jnp.mean(g_nonsaturating_loss(logits)) + g_weight * loss_class
-    return loss, {"fake_logits": logits, "loss_class": loss_class}
+    logits, classes = out if with_classes else (out, None)
+    loss = jnp.mean(g_nonsaturating_loss(logits))
+    aux = {"fake_logits": logits}
+    if with_classes:
+        aux["loss_class"] = jnp.mean(class_cross_entropy(classes, gen_c))
+        g_weight = opts.class_weight if opts.g_class_weight is None else opts.g_class_weight
+        loss = loss + g_weight * aux["loss_class"]
+    if opts.diversity_weight > 0:
+        aux["loss_diversity"] = mode_seeking_loss(img, gen_z, gen_c)
+        loss = loss + opts.diversity_weight * aux["loss_diversity"]
+    return loss, aux
 
 
 def g_pl_loss(G: nn.Module, g_params: Any, g_state: Mapping[str, Any], gen_z: jnp.ndarray, gen_c: jnp.ndarray,
@@ -372,9 +397,11 @@ def d_main_loss(G: nn.Module, D: nn.Module, d_params: Any, g_params: Any, g_stat
 def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarray, *,
                opts: LossOptions = LossOptions(), blur_sigma: jnp.ndarray | float = 0.0,
                augment_p: jnp.ndarray | float = 0.0, augment_rng: jax.Array | None = None,
-               augment_index: jnp.ndarray | None = None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+               augment_index: jnp.ndarray | None = None, gamma: jnp.ndarray | float | None = None,
+               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Dreg: R1 on reals, ``mean(gamma / 2 * ||d(sum D(x)) / dx||^2)``, differentiable w.r.t. ``d_params``
-    (argnums=1), a double backward. Without the lazy-regularization gain: the caller multiplies by the
+    (argnums=1), a double backward. ``gamma``: the R1 weight of this iteration when scheduled (traced); None =
+    ``opts.r1_gamma``. Without the lazy-regularization gain: the caller multiplies by the
     interval. The gradient is taken w.r.t. the real image before blur and augmentation (both are part of
     ``run_D``, as in the official phase).
     Returns ``(loss, aux)`` with the raw per-sample penalty ``||grad||^2`` in ``aux['r1_penalty']`` (with a packing
@@ -390,7 +417,8 @@ def d_reg_loss(D: nn.Module, d_params: Any, real: jnp.ndarray, real_c: jnp.ndarr
         # pack x the pack's own: dividing the squared norms by pack makes their sample mean the mean over packs
         # of each pack's R1 (the penalty of D as the function of a pack it is), not pack^2 / pack = pack x that.
         penalty = penalty / pack
-    return jnp.mean(penalty) * (opts.r1_gamma / 2), {"r1_penalty": penalty, "real_logits": logits}
+    gamma = opts.r1_gamma if gamma is None else gamma
+    return jnp.mean(penalty) * (gamma / 2), {"r1_penalty": penalty, "real_logits": logits}
 
 
 __all__ = [
@@ -398,6 +426,7 @@ __all__ = [
     "blur_images",
     "blur_sigma_schedule",
     "class_cross_entropy",
+    "mode_seeking_loss",
     "d_logistic_loss",
     "d_main_loss",
     "d_reg_loss",

@@ -245,6 +245,28 @@ def test_class_head_refuses_what_it_cannot_predict():
         plain.apply(variables, jnp.zeros((2, 3, 16, 16)), jnp.zeros((2, 3)), return_classes=True)
 
 
+def test_unprojected_d_realness_ignores_the_labels_and_its_head_still_reads_the_image():
+    kw = dict(c_dim=3, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, mbstd_group_size=2,
+              mapping_num_layers=1, class_head=True)
+    D, projected = Discriminator(project_labels=False, **kw), Discriminator(**kw)
+    variables = D.init_params(jax.random.PRNGKey(0), batch_size=4)
+    assert "mapping" not in variables["params"] and variables["params"]["b4"]["out"]["weight"].shape == (16, 1)
+    assert "mapping" in projected.init_params(jax.random.PRNGKey(0), batch_size=4)["params"]
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 16, 16))
+    c = jnp.eye(3)[jnp.array([0, 1, 2, 0])]
+    logits, classes = D.apply(variables, x, c, return_classes=True)
+    logits_other_c, classes_other_c = D.apply(variables, x, c[::-1], return_classes=True)
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits_other_c))
+    np.testing.assert_array_equal(np.asarray(classes), np.asarray(classes_other_c))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(D.apply(variables, x, None)))
+    logits_other_x, _ = D.apply(variables, x[::-1], c, return_classes=True)
+    assert np.max(np.abs(np.asarray(logits_other_x) - np.asarray(logits))) > 1e-4
+    with pytest.raises(ValueError, match="project_labels=False needs class_head=True"):
+        Discriminator(project_labels=False, **{**kw, "class_head": False})
+    # Unconditional: nothing to project, the setting changes nothing.
+    Discriminator(c_dim=0, img_resolution=16, img_channels=3, project_labels=False)
+
+
 # ---- logistic losses ----------------------------------------------------------------------------------
 
 

@@ -78,7 +78,7 @@ def test_input_transform_init_and_margin_reach_the_network():
 
     c = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
     c.model.margin_size, c.model.input_transform_init = 4, 0.15
-    G, _ = build_networks(resolve_config(c), 0)
+    G, _ = build_networks(resolve_config(c), 3)  # the quickstart is class-conditional (three shapes)
     assert G.schedule().layers[0].in_size == G.schedule().layers[0].in_sampling_rate + 2 * 4
     kwargs = G.to_config()["kwargs"]["synthesis_kwargs"]
     assert kwargs["margin_size"] == 4 and kwargs["input_transform_init"] == 0.15
@@ -99,7 +99,7 @@ def test_input_transform_init_and_margin_reach_the_network():
 
     # The StyleGAN2 generator has neither: one config describes both.
     c.model.cfg = "stylegan2"
-    G2, _ = build_networks(resolve_config(c), 0)
+    G2, _ = build_networks(resolve_config(c), 3)
     assert "margin_size" not in str(G2.to_config())
 
 

@@ -24,6 +24,7 @@ from stylegan_jax.losses import (
     class_cross_entropy,
     d_main_loss,
     g_main_loss,
+    mode_seeking_loss,
     run_discriminator,
     run_generator,
 )
@@ -223,3 +224,51 @@ def test_class_losses_add_the_head_cross_entropy_of_fakes_to_g_and_of_reals_to_d
     np.testing.assert_allclose(np.asarray(head_grad(gen_c)["weight"]), np.asarray(head_grad(gen_c[::-1])["weight"]),
                                rtol=1e-6, atol=1e-8)
     assert float(jnp.max(jnp.abs(head_grad(gen_c)["weight"]))) > 0
+
+
+# ---- mode-seeking term --------------------------------------------------------------------------------------------
+
+
+def test_mode_seeking_loss_is_large_for_a_collapse_and_counts_only_pairs_with_one_label():
+    z = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+    diverse = jax.random.uniform(jax.random.PRNGKey(1), (4, 3, 8, 8), minval=-1, maxval=1)
+    collapsed = jnp.broadcast_to(diverse[:1], diverse.shape) + 0.01 * diverse
+    none = jnp.zeros((4, 0))
+    d = float(mode_seeking_loss(diverse, z, none))
+    assert float(mode_seeking_loss(collapsed, z, none)) > 20 * d
+    # By hand: the mean over the 6 pairs of mean|z_i - z_j| / mean|x_i - x_j|.
+    x, zz = np.asarray(diverse).reshape(4, -1), np.asarray(z)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    expect = np.mean([1 / (np.abs(x[i] - x[j]).mean() / np.abs(zz[i] - zz[j]).mean() + 1e-5) for i, j in pairs])
+    np.testing.assert_allclose(d, expect, rtol=1e-5)
+    # Conditional: only pairs with the same label count; samples 0 and 2 share one, so only their pair does.
+    c = jnp.eye(3)[jnp.array([0, 1, 0, 2])]
+    mixed = diverse.at[2].set(diverse[0] + 0.01)
+    only = 1 / (np.abs(x[0] - x[0] - 0.01).mean() / np.abs(zz[0] - zz[2]).mean() + 1e-5)
+    np.testing.assert_allclose(float(mode_seeking_loss(mixed, z, c)), only, rtol=1e-4)
+    assert float(mode_seeking_loss(mixed, z, none)) < only / 3
+    assert float(mode_seeking_loss(diverse, z, jnp.eye(4))) == 0.0  # no two share a label
+    with pytest.raises(ValueError, match="4 images, 3 latents"):
+        mode_seeking_loss(diverse, z[:3], none)
+
+
+def test_diversity_weight_adds_the_mode_seeking_term_to_gmain():
+    from stylegan_jax.train.state import TrainConfig, create_train_state
+
+    G, D = _class_models()
+    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
+    g_params, d_params = state.G["params"], state.D["params"]
+    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    z = jax.random.normal(jax.random.PRNGKey(2), (4, 4))
+    gen_c = jnp.eye(3)[jnp.array([0, 1, 0, 1])]
+    loss0, aux0 = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c, opts=LossOptions(r1_gamma=1.0))
+    assert "loss_diversity" not in aux0
+    loss1, aux1 = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c,
+                              opts=LossOptions(r1_gamma=1.0, diversity_weight=0.5))
+    img, _, _ = run_generator(G, g_params, g_state, z, gen_c)
+    term = float(mode_seeking_loss(img, z, gen_c))
+    np.testing.assert_allclose(float(aux1["loss_diversity"]), term, rtol=1e-5)
+    np.testing.assert_allclose(float(loss1), float(loss0) + 0.5 * term, rtol=1e-5)
+    with pytest.raises(ValueError, match="diversity_weight must be >= 0"):
+        TrainConfig(diversity_weight=-1.0)
+

@@ -116,7 +116,8 @@ def test_conditional_model_takes_a_class(cond_server: LiveServer) -> None:
         z = np.random.RandomState(1).randn(64).tolist()
         post = decode_png(c.post("/generate", json={"z": z, "c": [0, 0, 0, 1, 0], "psi": 0.5}))
         np.testing.assert_array_equal(post, img)
-        assert_json_error(c.get("/generate", params={"seed": 1}), 400, "class is required")
+        assert_json_error(c.get("/generate", params={"seed": 1}), 400,
+                          "the model is conditional (c_dim=5): class=K with K in 0..4 is required")
         assert_json_error(c.get("/generate", params={"seed": 1, "class": 5}), 400, "class must be in [0, 4]")
         assert_json_error(c.post("/generate", json={"z": z}), 400, "conditional")
         assert_json_error(c.post("/generate", json={"z": z, "c": [1, 0]}), 400, "c must have 5 numbers")

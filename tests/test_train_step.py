@@ -59,6 +59,43 @@ def identical(a, b) -> bool:
     return len(la) == len(lb) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(la, lb, strict=True))
 
 
+def test_r1_gamma_schedule_switches_the_weight_of_dreg_at_its_kimg():
+    """train.r1_gamma_final from r1_gamma_final_kimg on: iteration 0 (0 images seen) runs R1 with r1_gamma,
+    iteration 1 (8 images, the switch at 0.008 kimg) with r1_gamma_final, and that second iteration is the one a run
+    with the final weight throughout makes from the same state. Half-set schedules are refused by name."""
+    G, D, _ = tiny_models()
+    mesh = make_mesh()
+    plain = TrainConfig(batch_size=8, d_reg_interval=1, r1_gamma=1.0)
+    sched = TrainConfig(batch_size=8, d_reg_interval=1, r1_gamma=4.0, r1_gamma_final=1.0, r1_gamma_final_kimg=0.008)
+    assert sched.r1_gamma_scheduled and not plain.r1_gamma_scheduled
+    state0 = create_train_state(G, D, plain, jax.random.PRNGKey(0), mesh=mesh)
+    step_plain = make_train_step(G, D, plain, mesh, donate=False)
+    step_sched = make_train_step(G, D, sched, mesh, donate=False)
+    batch = toy_batch()
+    s1, m0 = step_sched(state0, batch, iteration=0)
+    p1, _ = step_plain(state0, batch, iteration=0)
+    assert float(m0["Progress/r1_gamma"]) == 4.0
+    assert max_abs_diff(s1.D["params"], p1.D["params"]) > 1e-6  # gamma 4, not 1, in the first iteration
+    s2, m1 = step_sched(s1, batch, iteration=1)
+    p2, mp = step_plain(s1, batch, iteration=1)
+    assert float(m1["Progress/r1_gamma"]) == 1.0 and "Progress/r1_gamma" not in mp
+    assert max_abs_diff(s2.D["params"], p2.D["params"]) < 1e-6
+    np.testing.assert_allclose(float(m1["Loss/D/reg"]), float(mp["Loss/D/reg"]), rtol=1e-6)
+    from stylegan_jax.config import base_config
+    from stylegan_jax.train.loop import resolve_config
+
+    c = base_config()
+    c.data.source, c.data.resolution = "synthetic", 32
+    c.train.update(r1_gamma=0.5, r1_gamma_final=0.1, r1_gamma_final_kimg=30.0, diversity_weight=2.0)
+    tc = TrainConfig.from_config(resolve_config(c))
+    assert (tc.r1_gamma, tc.r1_gamma_final, tc.r1_gamma_final_kimg) == (0.5, 0.1, 30.0)
+    assert tc.loss_options().diversity_weight == 2.0
+    with pytest.raises(ValueError, match="are set together"):
+        TrainConfig(r1_gamma_final=0.1)
+    with pytest.raises(ValueError, match="an R1 schedule needs r1_gamma > 0"):
+        TrainConfig(r1_gamma=0.0, r1_gamma_final=0.1, r1_gamma_final_kimg=10.0)
+
+
 def max_abs_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))

@@ -236,6 +236,9 @@ def create_app(session: InferenceSession, *, max_concurrency: int = 2, max_queue
             psi = _parse_psi(q.get("psi", "1"))
             c = None
             if session.c_dim > 0:
+                if q.get("class") is None:
+                    raise InferenceInputError(f"the model is conditional (c_dim={session.c_dim}): class=K with K in "
+                                              f"0..{session.c_dim - 1} is required")
                 c = np.eye(session.c_dim, dtype=np.float32)[[parse_int("class", q.get("class"), 0,
                                                                         session.c_dim - 1)]]
             elif q.get("class") is not None:

@@ -326,6 +326,8 @@ class Discriminator(nn.Module):
     pack: int = 1                                 # Images per scored pack (PacGAN); 1 = the official D.
     class_head: bool = False                      # Also predict the label (AC-GAN head, needs c_dim > 0); False =
                                                   # the official D.
+    project_labels: bool = True                   # Realness projected on the mapped label (official); False: the
+                                                  # realness ignores c (classic AC-GAN D, needs class_head).
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first trace.
@@ -336,6 +338,9 @@ class Discriminator(nn.Module):
                              f"the members of a pack have their own labels")
         if self.class_head and self.c_dim == 0:
             raise ValueError("Discriminator: class_head=True needs a conditional D (c_dim > 0): it predicts the label")
+        if not self.project_labels and self.c_dim > 0 and not self.class_head:
+            raise ValueError("Discriminator: project_labels=False needs class_head=True: otherwise D reads no label at "
+                             "all and a conditional G is never asked to follow its labels")
         if self.architecture != "resnet":
             raise ValueError(f"Discriminator: architecture {self.architecture!r} is not implemented; only 'resnet'")
         log2 = int(round(math.log2(self.img_resolution))) if self.img_resolution > 0 else 0
@@ -367,8 +372,9 @@ class Discriminator(nn.Module):
 
     @property
     def effective_cmap_dim(self) -> int:
-        """``cmap_dim`` after the defaults: 0 if unconditional, else channels at 4x4 unless given."""
-        if self.c_dim == 0:
+        """``cmap_dim`` after the defaults: 0 if unconditional or not projecting the labels, else channels at 4x4
+        unless given."""
+        if self.c_dim == 0 or not self.project_labels:
             return 0
         return self.channels(4) if self.cmap_dim is None else self.cmap_dim
 
@@ -376,10 +382,10 @@ class Discriminator(nn.Module):
     def __call__(self, img: jnp.ndarray, c: jnp.ndarray | None = None, force_fp32: bool = False,
                  return_classes: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """Logits ``[N, 1]`` for images ``[N, img_channels, img_resolution, img_resolution]`` (NCHW) and labels
-        ``c [N, c_dim]`` (ignored when ``c_dim == 0``). ``force_fp32`` overrides ``fp16_dtype``. With ``pack > 1``,
-        ``N`` must be a multiple of ``pack`` and the logits are one per pack, given to each of its members.
-        ``return_classes`` (needs ``class_head``): ``(logits, class_logits [N, c_dim])``, the head's prediction of
-        the label from the image alone (it does not see ``c``)."""
+        ``c [N, c_dim]`` (ignored when ``c_dim == 0`` or ``not project_labels``). ``force_fp32`` overrides
+        ``fp16_dtype``. With ``pack > 1``, ``N`` must be a multiple of ``pack`` and the logits are one per pack,
+        given to each of its members. ``return_classes`` (needs ``class_head``): ``(logits, class_logits [N,
+        c_dim])``, the head's prediction of the label from the image alone (it does not see ``c``)."""
         if return_classes and not self.class_head:
             raise ValueError("Discriminator: return_classes=True needs class_head=True")
         r = self.img_resolution
@@ -410,7 +416,7 @@ class Discriminator(nn.Module):
 
         cmap_dim = self.effective_cmap_dim
         cmap = None
-        if self.c_dim > 0:
+        if cmap_dim > 0:
             if c is None:
                 raise ValueError(f"Discriminator: c_dim={self.c_dim} but no labels c were given")
             check_shape(c, (img.shape[0], self.c_dim), "Discriminator labels c")

@@ -71,6 +71,8 @@ TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
     ("Loss/pl_penalty", "PL", "8.4f"),
     ("Loss/G/class", "Gcls", "7.4f"),
     ("Loss/D/class", "Dcls", "7.4f"),
+    ("Loss/G/diversity", "Gdiv", "7.4f"),
+    ("Progress/r1_gamma", "gamma", "6.3f"),
     ("Progress/augment", "augment", "6.3f"),
 ]
 
@@ -108,6 +110,7 @@ def build_networks(config: ml_collections.ConfigDict, c_dim: int):
                       channel_base=m.d_channel_base, channel_max=m.d_channel_max, conv_clamp=m.conv_clamp,
                       mbstd_group_size=m.mbstd_group_size, mbstd_num_channels=m.mbstd_num_channels,
                       pack=m.d_pack, class_head=_class_head(config, c_dim),
+                      project_labels=m.d_project_labels,
                       resample_filter=as_filter_spec(m.d_resample_filter),
                       mapping_lr_multiplier=m.mapping_lr_multiplier)
     return G, D
@@ -125,7 +128,7 @@ def _discriminator_meta(D: Any) -> dict:
     """The run's D as saved with every checkpoint: read from the built network, so it cannot drift from it."""
     fields = ("c_dim", "img_resolution", "img_channels", "channel_base", "channel_max", "conv_clamp",
               "mbstd_group_size", "mbstd_num_channels", "pack", "class_head", "resample_filter",
-              "mapping_lr_multiplier")
+              "mapping_lr_multiplier", "project_labels")
     return {"class": "stylegan2.Discriminator", "kwargs": {f: getattr(D, f) for f in fields}}
 
 

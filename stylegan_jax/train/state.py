@@ -73,6 +73,8 @@ class TrainConfig:
     betas: tuple[float, float] = tuple(_TRAIN.betas)   # Adam betas of both networks.
     eps: float = _TRAIN.eps                            # Adam epsilon (outside the square root, as torch.optim.Adam).
     r1_gamma: float = _TRAIN.r1_gamma                  # R1 weight (official recommendation for 256px, batch 32).
+    r1_gamma_final: float = _TRAIN.r1_gamma_final      # R1 weight from r1_gamma_final_kimg on; -1 = unset.
+    r1_gamma_final_kimg: float = _TRAIN.r1_gamma_final_kimg  # Where r1_gamma_final takes over; -1 = never.
     d_reg_interval: int | None = _TRAIN.d_reg_interval  # Lazy R1 every N iterations; None = R1 every step.
     g_reg_interval: int | None = None                  # Lazy path-length reg every N iterations (official StyleGAN2:
                                                        # 4); None with pl_weight > 0 = in every G step ('Gboth').
@@ -95,6 +97,7 @@ class TrainConfig:
     augment_spec: str = _TRAIN.augment_spec            # Augmentation spec name (ops.augment.SPECS; official 'bgc').
     class_weight: float = _TRAIN.class_weight          # AC-GAN class loss weight (D's class head); 0 = off.
     g_class_weight: float = _TRAIN.g_class_weight      # G's class loss weight; -1 (unset) = class_weight.
+    diversity_weight: float = _TRAIN.diversity_weight  # G's mode-seeking term (losses.mode_seeking_loss); 0 = off.
     bias_lr_mult: float = _TRAIN.bias_lr_mult          # Biases learn at lr * this (both networks); 1 = official.
 
     def __post_init__(self) -> None:
@@ -114,6 +117,14 @@ class TrainConfig:
         if self.class_weight == 0 and not _unset(self.g_class_weight) and self.g_class_weight > 0:
             raise ValueError(f"TrainConfig: g_class_weight={self.g_class_weight} needs class_weight > 0 (D's class "
                              f"head, which G's class loss reads, exists only then)")
+        if _unset(self.r1_gamma_final) != _unset(self.r1_gamma_final_kimg):
+            raise ValueError(f"TrainConfig: r1_gamma_final={self.r1_gamma_final} and r1_gamma_final_kimg="
+                             f"{self.r1_gamma_final_kimg} are set together (both >= 0) or not at all (-1)")
+        if self.r1_gamma_scheduled and not (self.r1_gamma_final >= 0 and self.r1_gamma > 0):
+            raise ValueError(f"TrainConfig: an R1 schedule needs r1_gamma > 0 (got {self.r1_gamma}: without it the "
+                             f"Dreg phase is not run at all) and r1_gamma_final >= 0 (got {self.r1_gamma_final})")
+        if not self.diversity_weight >= 0:
+            raise ValueError(f"TrainConfig: diversity_weight must be >= 0, got {self.diversity_weight}")
         if not self.bias_lr_mult > 0:
             raise ValueError(f"TrainConfig: bias_lr_mult must be > 0, got {self.bias_lr_mult}")
         if self.augment not in ("ada", "fixed", "off"):
@@ -160,7 +171,13 @@ class TrainConfig:
                            blur_fade_kimg=self.resolved_blur_fade_kimg if self.blur_init_sigma > 0 else 0.0,
                            pl_weight=float(self.pl_weight), pl_batch_shrink=int(self.pl_batch_shrink),
                            pl_decay=float(self.pl_decay), augment_spec=self._augment_spec(),
-                           class_weight=float(self.class_weight), g_class_weight=self.resolved_g_class_weight)
+                           class_weight=float(self.class_weight), g_class_weight=self.resolved_g_class_weight,
+                           diversity_weight=float(self.diversity_weight))
+
+    @property
+    def r1_gamma_scheduled(self) -> bool:
+        """Whether R1's weight changes to ``r1_gamma_final`` at ``r1_gamma_final_kimg``."""
+        return not _unset(self.r1_gamma_final_kimg)
 
     @property
     def resolved_g_class_weight(self) -> float:
@@ -187,7 +204,8 @@ class TrainConfig:
         return cls(
             batch_size=int(t.batch_size), g_lr=float(t.g_lr), d_lr=float(t.d_lr),
             betas=tuple(float(b) for b in t.betas), eps=float(t.eps),
-            r1_gamma=float(t.r1_gamma), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
+            r1_gamma=float(t.r1_gamma), r1_gamma_final=float(t.r1_gamma_final),
+            r1_gamma_final_kimg=float(t.r1_gamma_final_kimg), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
             ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup,
             blur_init_sigma=float(t.blur_init_sigma), blur_fade_kimg=t.blur_fade_kimg,
             style_mixing_prob=float(t.style_mixing_prob),
@@ -197,7 +215,7 @@ class TrainConfig:
             augment=resolve_augment(str(t.augment), config.data.source),
             augment_p=float(t.augment_p), ada_target=float(t.ada_target), ada_interval=int(t.ada_interval),
             ada_kimg=float(t.ada_kimg), augment_spec=str(t.augment_spec), class_weight=float(t.class_weight),
-            g_class_weight=float(t.g_class_weight),
+            g_class_weight=float(t.g_class_weight), diversity_weight=float(t.diversity_weight),
             bias_lr_mult=float(t.bias_lr_mult),
         )
 

@@ -205,15 +205,27 @@ def value_and_grad_micro(loss_fn: Any, params: Any, inputs: Any, rounds: int, me
     return (loss / rounds, aux), jax.tree.map(lambda g: g / rounds, grads)
 
 
+def r1_gamma_at(tc: TrainConfig, cur_nimg: jnp.ndarray) -> jnp.ndarray | float:
+    """The R1 weight of the iteration that starts at ``cur_nimg`` images: ``tc.r1_gamma``, and from
+    ``tc.r1_gamma_final_kimg`` on ``tc.r1_gamma_final`` when that schedule is set (a traced value then; without it
+    the Python float, so that a run without the schedule compiles exactly as before)."""
+    if not tc.r1_gamma_scheduled:
+        return float(tc.r1_gamma)
+    return jnp.where(cur_nimg >= tc.r1_gamma_final_kimg * 1000, jnp.float32(tc.r1_gamma_final),
+                     jnp.float32(tc.r1_gamma))
+
+
 def _r1_update(D: nn.Module, tc: TrainConfig, opts: Any, d_tx: Any, d_params: Any, d_opt_state: Any,
-               inputs: Mapping[str, jnp.ndarray], aug: Mapping[str, Any], blur_sigma: jnp.ndarray, rounds: int):
-    """The Dreg phase: R1 on ``inputs`` (``real``, ``real_c``, ``index``) times the lazy interval (the official
-    gain), and its D Adam step. Returns ``(d_params, d_opt_state, loss, aux, grads)``."""
+               inputs: Mapping[str, jnp.ndarray], aug: Mapping[str, Any], blur_sigma: jnp.ndarray, rounds: int,
+               gamma: jnp.ndarray | float):
+    """The Dreg phase: R1 (weight ``gamma``) on ``inputs`` (``real``, ``real_c``, ``index``) times the lazy
+    interval (the official gain), and its D Adam step. Returns ``(d_params, d_opt_state, loss, aux, grads)``."""
     gain = float(tc.d_reg_interval or 1)
+    gamma = None if isinstance(gamma, float) else gamma  # unscheduled: d_reg_loss's static opts.r1_gamma
 
     def reg_loss(p, mb, r):
         loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **aug,
-                               augment_index=mb["index"])
+                               augment_index=mb["index"], gamma=gamma)
         return loss * gain, aux
 
     (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, inputs, rounds)
@@ -284,6 +296,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     n = real.shape[0]
     cur_nimg = state.nimg.astype(jnp.float32)
     blur_sigma = blur_sigma_schedule(opts, cur_nimg)
+    r1_gamma = r1_gamma_at(tc, cur_nimg)
     g_state = {k: v for k, v in state.G.items() if k != "params"}
     g_params, d_params = state.G["params"], state.D["params"]
     finite_terms: list[Any] = []
@@ -378,7 +391,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     if do_reg:
         r_in = {"real": real, "real_c": real_c, "index": index}
         d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, d_params, d_opt_state, r_in,
-                                                                    aug, blur_sigma, rounds)
+                                                                    aug, blur_sigma, rounds, r1_gamma)
         last_r1 = jnp.mean(r_aux["r1_penalty"])
         last_r1_grad_norm = global_norm(r_grads)
         finite_terms += [loss_r, r_grads]
@@ -419,7 +432,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         "Loss/D/fake": d_aux["loss_fake"],
         "Loss/D/real": d_aux["loss_real"],
         "Loss/r1": last_r1,                                 # official Loss/r1_penalty (raw ||grad||^2)
-        "Loss/D/reg": last_r1 * (tc.r1_gamma / 2),          # official Loss/D/reg (without the interval gain)
+        "Loss/D/reg": last_r1 * (r1_gamma / 2),             # official Loss/D/reg (without the interval gain)
         "Loss/scores/fake": jnp.mean(fake),
         "Loss/scores/real": jnp.mean(real_logits),
         "Loss/signs/fake": jnp.mean(jnp.sign(fake)),
@@ -433,6 +446,8 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
         "Progress/blur_sigma": blur_sigma,
         "finite": finite,
     }
+    if tc.r1_gamma_scheduled:
+        metrics["Progress/r1_gamma"] = jnp.asarray(r1_gamma, jnp.float32)  # this iteration's R1 weight
     if tc.augmenting:
         metrics["Progress/augment"] = ada_p                 # official Progress/augment (p after this iteration)
     if tc.augment == "ada":
@@ -440,6 +455,8 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     if tc.class_weight > 0:
         metrics["Loss/G/class"] = g_aux["loss_class"]      # class head's cross-entropy on G's fakes (their labels)
         metrics["Loss/D/class"] = d_aux["loss_class"]      # ... on the reals
+    if tc.diversity_weight > 0:
+        metrics["Loss/G/diversity"] = g_aux["loss_diversity"]  # mode-seeking term (unweighted)
     if tc.pl_weight > 0:
         metrics.update({
             "Loss/pl_penalty": last_pl,                     # official Loss/pl_penalty (raw (length - mean)^2)
@@ -479,11 +496,13 @@ def dreg_step(D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[s
     real = batch["real"].astype(jnp.float32)
     real_c = batch["c"].astype(jnp.float32)
     n = real.shape[0]
-    blur_sigma = blur_sigma_schedule(opts, (state.nimg - n).astype(jnp.float32))  # cur_nimg of that iteration
+    cur_nimg = (state.nimg - n).astype(jnp.float32)  # cur_nimg of that iteration
+    blur_sigma = blur_sigma_schedule(opts, cur_nimg)
+    r1_gamma = r1_gamma_at(tc, cur_nimg)
     r_in = {"real": real, "real_c": real_c, "index": jnp.arange(n, dtype=jnp.uint32)}
     d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, state.D["params"],
                                                                 state.d_opt_state, r_in, aug, blur_sigma,
-                                                                int(micro_rounds))
+                                                                int(micro_rounds), r1_gamma)
     last_r1 = jnp.mean(r_aux["r1_penalty"])
     last_r1_grad_norm = global_norm(r_grads)
 
@@ -500,7 +519,7 @@ def dreg_step(D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[s
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {
         "Loss/r1": last_r1,
-        "Loss/D/reg": last_r1 * (tc.r1_gamma / 2),
+        "Loss/D/reg": last_r1 * (r1_gamma / 2),
         "Grad/D_reg_norm": last_r1_grad_norm,
         "Progress/reg": jnp.ones((), jnp.float32),
         "finite": finite,
