@@ -163,6 +163,16 @@ def _class_models():
     return G, D
 
 
+def _class_state():
+    """The models of :func:`_class_models` with their initial training state split as the losses take it."""
+    from stylegan_jax.train.state import TrainConfig, create_train_state
+
+    G, D = _class_models()
+    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
+    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    return G, D, state.G["params"], state.D["params"], g_state
+
+
 def test_class_cross_entropy():
     logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     c = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -173,12 +183,7 @@ def test_class_cross_entropy():
 
 
 def test_class_losses_add_the_head_cross_entropy_of_fakes_to_g_and_of_reals_to_d():
-    from stylegan_jax.train.state import TrainConfig, create_train_state
-
-    G, D = _class_models()
-    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
-    g_params, d_params = state.G["params"], state.D["params"]
-    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    G, D, g_params, d_params, g_state = _class_state()
     z = jax.random.normal(jax.random.PRNGKey(2), (4, 4))
     gen_c = jnp.eye(3)[jnp.array([0, 1, 2, 1])]
     real_c = jnp.eye(3)[jnp.array([2, 2, 0, 1])]
@@ -253,12 +258,7 @@ def test_mode_seeking_loss_is_large_for_a_collapse_and_counts_only_pairs_with_on
 
 
 def test_diversity_weight_adds_the_mode_seeking_term_to_gmain():
-    from stylegan_jax.train.state import TrainConfig, create_train_state
-
-    G, D = _class_models()
-    state = create_train_state(G, D, TrainConfig(batch_size=4), jax.random.PRNGKey(0))
-    g_params, d_params = state.G["params"], state.D["params"]
-    g_state = {k: v for k, v in state.G.items() if k != "params"}
+    G, D, g_params, d_params, g_state = _class_state()
     z = jax.random.normal(jax.random.PRNGKey(2), (4, 4))
     gen_c = jnp.eye(3)[jnp.array([0, 1, 0, 1])]
     loss0, aux0 = g_main_loss(G, D, g_params, d_params, g_state, z, gen_c, opts=LossOptions(r1_gamma=1.0))
@@ -269,6 +269,8 @@ def test_diversity_weight_adds_the_mode_seeking_term_to_gmain():
     term = float(mode_seeking_loss(img, z, gen_c))
     np.testing.assert_allclose(float(aux1["loss_diversity"]), term, rtol=1e-5)
     np.testing.assert_allclose(float(loss1), float(loss0) + 0.5 * term, rtol=1e-5)
+    from stylegan_jax.train.state import TrainConfig
+
     with pytest.raises(ValueError, match="diversity_weight must be >= 0"):
         TrainConfig(diversity_weight=-1.0)
 
