@@ -120,9 +120,9 @@ class TrainConfig:
         if _unset(self.r1_gamma_final) != _unset(self.r1_gamma_final_kimg):
             raise ValueError(f"TrainConfig: r1_gamma_final={self.r1_gamma_final} and r1_gamma_final_kimg="
                              f"{self.r1_gamma_final_kimg} are set together (both >= 0) or not at all (-1)")
-        if self.r1_gamma_scheduled and not (self.r1_gamma_final >= 0 and self.r1_gamma > 0):
+        if self.r1_gamma_scheduled and not self.r1_gamma > 0:
             raise ValueError(f"TrainConfig: an R1 schedule needs r1_gamma > 0 (got {self.r1_gamma}: without it the "
-                             f"Dreg phase is not run at all) and r1_gamma_final >= 0 (got {self.r1_gamma_final})")
+                             f"Dreg phase is not run at all)")
         if not self.diversity_weight >= 0:
             raise ValueError(f"TrainConfig: diversity_weight must be >= 0, got {self.diversity_weight}")
         if not self.bias_lr_mult > 0:

@@ -221,7 +221,6 @@ def _r1_update(D: nn.Module, tc: TrainConfig, opts: Any, d_tx: Any, d_params: An
     """The Dreg phase: R1 (weight ``gamma``) on ``inputs`` (``real``, ``real_c``, ``index``) times the lazy
     interval (the official gain), and its D Adam step. Returns ``(d_params, d_opt_state, loss, aux, grads)``."""
     gain = float(tc.d_reg_interval or 1)
-    gamma = None if isinstance(gamma, float) else gamma  # unscheduled: d_reg_loss's static opts.r1_gamma
 
     def reg_loss(p, mb, r):
         loss, aux = d_reg_loss(D, p, mb["real"], mb["real_c"], opts=opts, blur_sigma=blur_sigma, **aug,
