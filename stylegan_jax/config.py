@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.r1_gamma_final = -1.0          # R1 weight from r1_gamma_final_kimg on (a sharper D late in a run) ...
     c.train.r1_gamma_final_kimg = -1.0     # ... starting at this kimg; -1 = r1_gamma throughout (official).
     c.train.d_reg_interval = 16            # Lazy R1 every N D steps.
+    c.train.lr_decay_start_kimg = -1.0     # G's and D's learning rates fall linearly from this kimg ...
+    c.train.lr_decay_end_kimg = -1.0       # ... to lr_final_mult times their value at this kimg, then stay there;
+    c.train.lr_final_mult = 0.1            # ... -1 (both kimg) = constant rates (official).
     c.train.style_mixing_prob = 0.0        # Style-mixing regularization probability (StyleGAN2: 0.9).
     c.train.pl_weight = 0.0                # Path-length regularization weight (StyleGAN2: 2; 0 = off).
     c.train.g_reg_interval = 4             # Lazy path-length reg every N G steps (used when pl_weight > 0).

@@ -96,6 +96,46 @@ def test_r1_gamma_schedule_switches_the_weight_of_dreg_at_its_kimg():
         TrainConfig(r1_gamma=0.0, r1_gamma_final=0.1, r1_gamma_final_kimg=10.0)
 
 
+def test_lr_decay_scales_every_update_linearly_between_its_kimg():
+    """train.lr_decay_*: 1 up to the start, linear to lr_final_mult at the end (an Adam step is linear in its
+    rate, so G's update of an iteration is the undecayed one times the multiplier), then the final multiplier
+    (0 here: the weights stay, Adam's moments still move). Half-set or reversed schedules are refused."""
+    G, D, _ = tiny_models()
+    mesh = make_mesh()
+    plain = TrainConfig(batch_size=8, d_reg_interval=2)
+    decay = TrainConfig(batch_size=8, d_reg_interval=2, lr_decay_start_kimg=0.008, lr_decay_end_kimg=0.024,
+                        lr_final_mult=0.0)
+    assert decay.lr_scheduled and not plain.lr_scheduled
+    state = create_train_state(G, D, plain, jax.random.PRNGKey(0), mesh=mesh)
+    step_plain = make_train_step(G, D, plain, mesh, donate=False)
+    step_decay = make_train_step(G, D, decay, mesh, donate=False)
+    batch = toy_batch()
+    delta = lambda new, old: jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
+                                          new.G["params"], old.G["params"])
+    for it, scale in enumerate((1.0, 1.0, 0.5, 0.0)):  # iterations at 0, 8, 16, 24 images
+        d_new, m = step_decay(state, batch, iteration=it)
+        p_new, mp = step_plain(state, batch, iteration=it)
+        assert float(m["Progress/lr_scale"]) == scale and "Progress/lr_scale" not in mp
+        got, full = delta(d_new, state), delta(p_new, state)
+        assert max(float(np.max(np.abs(x))) for x in jax.tree.leaves(full)) > 1e-4
+        # Equal up to the float32 rounding of the stored weights (some are tens in size: one ulp is ~1e-6 there).
+        assert within_ulps(got, jax.tree.map(lambda x, s=scale: x * s, full), state.G["params"], 2), it
+        if scale == 0.0:
+            assert max_abs_diff(d_new.D["params"], state.D["params"]) == 0.0  # Dmain and Dreg stood still too
+        state = d_new
+    with pytest.raises(ValueError, match="are set together"):
+        TrainConfig(lr_decay_start_kimg=10.0)
+    with pytest.raises(ValueError, match="lr_decay_end_kimg > lr_decay_start_kimg"):
+        TrainConfig(lr_decay_start_kimg=10.0, lr_decay_end_kimg=5.0)
+
+
+def within_ulps(a, b, weights, n: float) -> bool:
+    """Whether every leaf of ``a`` is within ``n`` float32 ulps (of the same leaf of ``weights``) of ``b``'s."""
+    ok = jax.tree.map(lambda x, y, w: bool(np.all(np.abs(x - y) <= n * np.spacing(np.abs(np.float32(w))) + 1e-12)),
+                      a, b, weights)
+    return all(jax.tree.leaves(ok))
+
+
 def max_abs_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))

@@ -73,6 +73,7 @@ TICK_LINE_FIELDS: list[tuple[str, str, str]] = [
     ("Loss/D/class", "Dcls", "7.4f"),
     ("Loss/G/diversity", "Gdiv", "7.4f"),
     ("Progress/r1_gamma", "gamma", "6.3f"),
+    ("Progress/lr_scale", "lr", "5.3f"),
     ("Progress/augment", "augment", "6.3f"),
 ]
 

@@ -76,6 +76,9 @@ class TrainConfig:
     r1_gamma_final: float = _TRAIN.r1_gamma_final      # R1 weight from r1_gamma_final_kimg on; -1 = unset.
     r1_gamma_final_kimg: float = _TRAIN.r1_gamma_final_kimg  # Where r1_gamma_final takes over; -1 = never.
     d_reg_interval: int | None = _TRAIN.d_reg_interval  # Lazy R1 every N iterations; None = R1 every step.
+    lr_decay_start_kimg: float = _TRAIN.lr_decay_start_kimg  # Learning rates fall linearly from here ...
+    lr_decay_end_kimg: float = _TRAIN.lr_decay_end_kimg      # ... to lr_final_mult times theirs here; -1 = never.
+    lr_final_mult: float = _TRAIN.lr_final_mult        # The rates' multiplier from lr_decay_end_kimg on.
     g_reg_interval: int | None = None                  # Lazy path-length reg every N iterations (official StyleGAN2:
                                                        # 4); None with pl_weight > 0 = in every G step ('Gboth').
     ema_kimg: float | None = None                      # G_ema half-life in kimg; None = batch * 10 / 32.
@@ -123,6 +126,13 @@ class TrainConfig:
         if self.r1_gamma_scheduled and not self.r1_gamma > 0:
             raise ValueError(f"TrainConfig: an R1 schedule needs r1_gamma > 0 (got {self.r1_gamma}: without it the "
                              f"Dreg phase is not run at all)")
+        if _unset(self.lr_decay_start_kimg) != _unset(self.lr_decay_end_kimg):
+            raise ValueError(f"TrainConfig: lr_decay_start_kimg={self.lr_decay_start_kimg} and lr_decay_end_kimg="
+                             f"{self.lr_decay_end_kimg} are set together (both >= 0) or not at all (-1)")
+        if self.lr_scheduled and not (self.lr_decay_end_kimg > self.lr_decay_start_kimg and self.lr_final_mult >= 0):
+            raise ValueError(f"TrainConfig: a learning-rate decay needs lr_decay_end_kimg > lr_decay_start_kimg and "
+                             f"lr_final_mult >= 0; got {self.lr_decay_start_kimg}, {self.lr_decay_end_kimg}, "
+                             f"{self.lr_final_mult}")
         if not self.diversity_weight >= 0:
             raise ValueError(f"TrainConfig: diversity_weight must be >= 0, got {self.diversity_weight}")
         if not self.bias_lr_mult > 0:
@@ -180,6 +190,11 @@ class TrainConfig:
         return not _unset(self.r1_gamma_final_kimg)
 
     @property
+    def lr_scheduled(self) -> bool:
+        """Whether the learning rates decay between ``lr_decay_start_kimg`` and ``lr_decay_end_kimg``."""
+        return not _unset(self.lr_decay_start_kimg)
+
+    @property
     def resolved_g_class_weight(self) -> float:
         return float(self.class_weight) if _unset(self.g_class_weight) else float(self.g_class_weight)
 
@@ -205,7 +220,9 @@ class TrainConfig:
             batch_size=int(t.batch_size), g_lr=float(t.g_lr), d_lr=float(t.d_lr),
             betas=tuple(float(b) for b in t.betas), eps=float(t.eps),
             r1_gamma=float(t.r1_gamma), r1_gamma_final=float(t.r1_gamma_final),
-            r1_gamma_final_kimg=float(t.r1_gamma_final_kimg), d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
+            r1_gamma_final_kimg=float(t.r1_gamma_final_kimg), lr_decay_start_kimg=float(t.lr_decay_start_kimg),
+            lr_decay_end_kimg=float(t.lr_decay_end_kimg), lr_final_mult=float(t.lr_final_mult),
+            d_reg_interval=None if d_reg in (None, 0) else int(d_reg),
             ema_kimg=t.ema_kimg, ema_rampup=t.ema_rampup,
             blur_init_sigma=float(t.blur_init_sigma), blur_fade_kimg=t.blur_fade_kimg,
             style_mixing_prob=float(t.style_mixing_prob),

@@ -27,6 +27,10 @@ has no G regularization, so its G phase is ``Gboth`` = ``Gmain``; the StyleGAN2 
    increment) ``p = max(p + sign(mean_sign - ada_target) * batch * ada_interval / (ada_kimg * 1000), 0)`` and the
    accumulator restarts, inside the jitted step. ``'fixed'`` keeps ``p = augment_p``.
 
+Not in the official code, off by default: R1's weight can switch to ``train.r1_gamma_final`` at a kimg
+(:func:`r1_gamma_at`), and every Adam update of an iteration can be scaled by :func:`lr_scale_at` (a linear
+learning-rate decay between two kimg, ``train.lr_decay_*``).
+
 Each phase draws its own latents (the official ``all_gen_z`` has one slice per phase), and generators with noise
 inputs (StyleGAN2) draw fresh per-pixel noise in each phase (``losses.noise_key``). Labels of the fakes:
 ``batch['gen_c']`` if given, else a random permutation of the batch's labels per phase (the official code
@@ -215,11 +219,28 @@ def r1_gamma_at(tc: TrainConfig, cur_nimg: jnp.ndarray) -> jnp.ndarray | float:
                      jnp.float32(tc.r1_gamma))
 
 
+def lr_scale_at(tc: TrainConfig, cur_nimg: jnp.ndarray) -> jnp.ndarray | None:
+    """The learning rates' multiplier in the iteration that starts at ``cur_nimg`` images: 1 up to
+    ``tc.lr_decay_start_kimg``, linear to ``tc.lr_final_mult`` at ``tc.lr_decay_end_kimg``, then that. None when no
+    decay is set (the updates are left as Adam gives them, so such a run compiles exactly as before)."""
+    if not tc.lr_scheduled:
+        return None
+    start, end = tc.lr_decay_start_kimg * 1000, tc.lr_decay_end_kimg * 1000
+    t = jnp.clip((cur_nimg - start) / (end - start), 0.0, 1.0)
+    return (1.0 + (tc.lr_final_mult - 1.0) * t).astype(jnp.float32)
+
+
+def _scaled(updates: Any, lr_scale: jnp.ndarray | None) -> Any:
+    """Adam's updates at ``lr_scale`` times its learning rate (an Adam step is linear in its rate)."""
+    return updates if lr_scale is None else jax.tree.map(lambda u: u * lr_scale, updates)
+
+
 def _r1_update(D: nn.Module, tc: TrainConfig, opts: Any, d_tx: Any, d_params: Any, d_opt_state: Any,
                inputs: Mapping[str, jnp.ndarray], aug: Mapping[str, Any], blur_sigma: jnp.ndarray, rounds: int,
-               gamma: jnp.ndarray | float):
+               gamma: jnp.ndarray | float, lr_scale: jnp.ndarray | None = None):
     """The Dreg phase: R1 (weight ``gamma``) on ``inputs`` (``real``, ``real_c``, ``index``) times the lazy
-    interval (the official gain), and its D Adam step. Returns ``(d_params, d_opt_state, loss, aux, grads)``."""
+    interval (the official gain), and its D Adam step (at ``lr_scale`` times the rate). Returns ``(d_params,
+    d_opt_state, loss, aux, grads)``."""
     gain = float(tc.d_reg_interval or 1)
 
     def reg_loss(p, mb, r):
@@ -229,7 +250,7 @@ def _r1_update(D: nn.Module, tc: TrainConfig, opts: Any, d_tx: Any, d_params: An
 
     (loss_r, r_aux), r_grads = value_and_grad_micro(reg_loss, d_params, inputs, rounds)
     r_updates, d_opt_state = d_tx.update(r_grads, d_opt_state, d_params)
-    return optax.apply_updates(d_params, r_updates), d_opt_state, loss_r, r_aux, r_grads
+    return optax.apply_updates(d_params, _scaled(r_updates, lr_scale)), d_opt_state, loss_r, r_aux, r_grads
 
 
 def _ada_update(tc: TrainConfig, n: int, state: TrainState, real_logits: list[jnp.ndarray], adjust_now: jnp.ndarray):
@@ -296,6 +317,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     cur_nimg = state.nimg.astype(jnp.float32)
     blur_sigma = blur_sigma_schedule(opts, cur_nimg)
     r1_gamma = r1_gamma_at(tc, cur_nimg)
+    lr_scale = lr_scale_at(tc, cur_nimg)
     g_state = {k: v for k, v in state.G.items() if k != "params"}
     g_params, d_params = state.G["params"], state.D["params"]
     finite_terms: list[Any] = []
@@ -343,7 +365,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     (_, g_aux), g_grads = value_and_grad_micro(g_loss, g_params, g_in, rounds)
     loss_g = g_aux["loss_main"]
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, g_params)
-    g_params = optax.apply_updates(g_params, g_updates)
+    g_params = optax.apply_updates(g_params, _scaled(g_updates, lr_scale))
     finite_terms += [loss_g, g_grads]
 
     # Greg (lazy path-length reg), a second G update with the same Adam.
@@ -360,7 +382,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
 
             (loss_pl, pl_aux), pl_grads = value_and_grad_micro(reg_loss_g, g_params, pl_in, rounds)
             pl_updates, g_opt_state = g_tx.update(pl_grads, g_opt_state, g_params)
-            g_params = optax.apply_updates(g_params, pl_updates)
+            g_params = optax.apply_updates(g_params, _scaled(pl_updates, lr_scale))
             finite_terms += [loss_pl, pl_grads]
         pl_mean = pl_aux["pl_mean"]
         last_pl = jnp.mean(pl_aux["pl_penalty"])
@@ -381,7 +403,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     (loss_d, d_out), d_grads = value_and_grad_micro(d_loss, d_params, d_in, rounds, mean_keys=("ema",))
     d_aux, g_ema_coll = d_out["d"], d_out["ema"]
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, d_params)
-    d_params = optax.apply_updates(d_params, d_updates)
+    d_params = optax.apply_updates(d_params, _scaled(d_updates, lr_scale))
     g_state = {**g_state, "ema": g_ema_coll}
 
     # Dreg (lazy R1), a second D update with the same Adam.
@@ -390,7 +412,7 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     if do_reg:
         r_in = {"real": real, "real_c": real_c, "index": index}
         d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, d_params, d_opt_state, r_in,
-                                                                    aug, blur_sigma, rounds, r1_gamma)
+                                                                    aug, blur_sigma, rounds, r1_gamma, lr_scale)
         last_r1 = jnp.mean(r_aux["r1_penalty"])
         last_r1_grad_norm = global_norm(r_grads)
         finite_terms += [loss_r, r_grads]
@@ -447,6 +469,8 @@ def train_step(G: nn.Module, D: nn.Module, tc: TrainConfig, state: TrainState, b
     }
     if tc.r1_gamma_scheduled:
         metrics["Progress/r1_gamma"] = jnp.asarray(r1_gamma, jnp.float32)  # this iteration's R1 weight
+    if lr_scale is not None:
+        metrics["Progress/lr_scale"] = lr_scale             # this iteration's multiplier of both learning rates
     if tc.augmenting:
         metrics["Progress/augment"] = ada_p                 # official Progress/augment (p after this iteration)
     if tc.augment == "ada":
@@ -501,7 +525,8 @@ def dreg_step(D: nn.Module, tc: TrainConfig, state: TrainState, batch: Mapping[s
     r_in = {"real": real, "real_c": real_c, "index": jnp.arange(n, dtype=jnp.uint32)}
     d_params, d_opt_state, loss_r, r_aux, r_grads = _r1_update(D, tc, opts, d_tx, state.D["params"],
                                                                 state.d_opt_state, r_in, aug, blur_sigma,
-                                                                int(micro_rounds), r1_gamma)
+                                                                int(micro_rounds), r1_gamma,
+                                                                lr_scale_at(tc, cur_nimg))
     last_r1 = jnp.mean(r_aux["r1_penalty"])
     last_r1_grad_norm = global_norm(r_grads)
 
