@@ -27,8 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stylegan_jax"
-# Extras that are not about a feature of the package but about working on it.
-TOOLING_EXTRAS = {"dev"}
+# Extras that are not about a feature of the package but about working on it (tests and lint; the benchmark that
+# runs the official PyTorch code, benchmarks/official_train_step.py).
+TOOLING_EXTRAS = {"dev", "official-bench"}
 # Used only when already present (a guarded import with a fallback), so declared nowhere on purpose.
 USED_IF_PRESENT = {"IPython": "sampling.show() displays inline when it runs inside IPython / Jupyter"}
 
