@@ -22,30 +22,25 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
+import _common  # standard library only at import: runs under the torch interpreter too
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # The size arguments and their defaults are train_step.py's (one parser helper), so one command line fits both.
+    ap = _common.parser(__doc__)
+    _common.add_generator_args(ap, cfgs=("t", "r"), res=64)
     ap.add_argument("--official-root", required=True, help="a checkout of NVlabs/stylegan3")
-    ap.add_argument("--cfg", choices=["t", "r"], default="t", help="StyleGAN3-T or -R")
-    ap.add_argument("--res", type=int, default=64, help="image resolution")
-    ap.add_argument("--cbase", type=int, default=32768, help="channel_base (R doubles it for G, as train.py does)")
-    ap.add_argument("--cmax", type=int, default=512, help="channel_max (R doubles it for G)")
-    ap.add_argument("--map-layers", type=int, default=2, help="mapping depth")
-    ap.add_argument("--z-dim", type=int, default=512, help="z and w dimensionality")
     ap.add_argument("--batch", type=int, default=32, help="batch")
     ap.add_argument("--gamma", type=float, default=2.0, help="R1 gamma")
     ap.add_argument("--reg-interval", type=int, default=16, help="lazy R1 interval")
     ap.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size")
     ap.add_argument("--runs", type=int, default=2, help="timed iterations per variant (after one warm-up of each)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    ap.add_argument("--json", default=None, help="write the results here")
     return ap.parse_args(argv)
 
 
@@ -125,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "config": vars(args), "implementation": "official NVlabs/stylegan3 (PyTorch, reference ops, float32)",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "numpy": np.__version__,
-        "machine": {"host": platform.node(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_avg": list(os.getloadavg())},
+        "machine": _common.machine(with_jax=False),
         "s_per_iter": {k: {"median": med[k], "runs": v} for k, v in times.items()},
         "s_per_iter_avg": avg, "s_per_kimg": avg / args.batch * 1000,
     }
@@ -135,10 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in times.items():
         print(f"s/iter {k:5s} {med[k]:8.2f}  ({', '.join(f'{t:.2f}' for t in v)})")
     print(f"s/iter (avg over {args.reg_interval}) {avg:.2f}   s/kimg {result['s_per_kimg']:.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+    _common.write_json(args.json, result)
     return result
 
 

@@ -39,9 +39,15 @@ def main() -> None:
     kimg = {s: float(load_checkpoint_meta(ckpts, s)["kimg"]) for s in steps}
     last = steps[-1]
     seed = int(config["train"]["seed"])
-    G, _ = load_generator(ckpts, last)
+    G, last_g_ema = load_generator(ckpts, last)
     evaluator = ShapeQualityEvaluator(G, make_source(config["data"]), num_real=1000, batch_size=64)
-    load = lambda step, which="G_ema": load_generator(ckpts, step, which=which)[1]
+    loaded = {(last, "G_ema"): last_g_ema}
+
+    def load(step: int, which: str = "G_ema") -> dict:
+        # The windows overlap (each ends at the last snapshot): read each snapshot once.
+        if (step, which) not in loaded:
+            loaded[(step, which)] = load_generator(ckpts, step, which=which)[1]
+        return loaded[(step, which)]
 
     def mean_of(snapshots: list[dict]) -> dict:
         out = dict(snapshots[-1])  # the EMA collections (w_avg, magnitude_ema) of the last snapshot
