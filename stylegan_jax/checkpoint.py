@@ -102,8 +102,7 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
 
             template = serialization.to_state_dict(target)
             if fill_missing:
-                stored = ocp.StandardCheckpointer().metadata(directory / str(step) / "state")
-                stored = getattr(stored, "item_metadata", stored)
+                stored = _stored_tree(directory / str(step) / "state")
                 absent = {k for k in fill_missing if k in template and k not in stored}
             else:
                 absent = set()
@@ -114,8 +113,7 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
         else:
             # Restore onto this process's first device whatever topology saved it (a run on 8 GPUs
             # must load on a laptop), using the shapes and dtypes stored in the checkpoint.
-            stored = ocp.StandardCheckpointer().metadata(directory / str(step) / "state")
-            stored = getattr(stored, "item_metadata", stored)
+            stored = _stored_tree(directory / str(step) / "state")
             if entries is not None:
                 missing = [k for k in entries if k not in stored]
                 if missing:
@@ -142,6 +140,16 @@ def load_checkpoint(path: str | Path, step: int | None = None, target: Any = Non
     finally:
         manager.close()
     return meta, state
+
+
+def _stored_tree(item_dir: Path) -> Any:
+    """Shapes and dtypes of the state pytree saved in ``item_dir`` (``<step>/state``), without reading arrays.
+
+    Asked of the item's handler, not of a ``Checkpointer``: a Checkpointer looks for its own
+    ``_CHECKPOINT_METADATA`` file in the item directory, which a CheckpointManager writes one level up, and
+    logs "Metadata file does not exist" on every resume."""
+    stored = ocp.StandardCheckpointHandler().metadata(item_dir)
+    return getattr(stored, "item_metadata", stored)
 
 
 def _read_meta(manager: ocp.CheckpointManager, directory: Path, step: int) -> dict:
