@@ -148,8 +148,7 @@ def _stored_tree(item_dir: Path) -> Any:
     Asked of the item's handler, not of a ``Checkpointer``: a Checkpointer looks for its own
     ``_CHECKPOINT_METADATA`` file in the item directory, which a CheckpointManager writes one level up, and
     logs "Metadata file does not exist" on every resume."""
-    stored = ocp.StandardCheckpointHandler().metadata(item_dir)
-    return getattr(stored, "item_metadata", stored)
+    return ocp.StandardCheckpointHandler().metadata(item_dir)
 
 
 def _read_meta(manager: ocp.CheckpointManager, directory: Path, step: int) -> dict:
